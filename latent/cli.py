@@ -1,0 +1,137 @@
+"""Command line: ``python -m latent {download,train,encode,evaluate}``.
+
+Every command takes ``--data-dir`` (else ``$LATENT_DATA_DIR``, else the per-user cache folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import paths
+
+
+def _tqdm_progress():
+    """A ``progress(label, done, total)`` callback that drives one tqdm bar per label."""
+    from tqdm.auto import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(label: str, done: int, total: int | None) -> None:
+        bar = bars.get(label)
+        if bar is None:
+            bar = bars[label] = tqdm(total=total, desc=label, unit="B", unit_scale=True, leave=True)
+        bar.update(done - bar.n)
+        if total is not None and done >= total:
+            bar.close()
+
+    return progress
+
+
+def _load_data(args: argparse.Namespace):
+    from .data import load_fashion_mnist
+
+    return load_fashion_mnist(args.data_dir, download=True, progress=_tqdm_progress())
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    data = _load_data(args)
+    print(f"Fashion-MNIST ready in {data.source}: {len(data)} items, fingerprint {data.fingerprint[:16]}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .model import VAEConfig
+    from .train import TrainConfig, train
+
+    data = _load_data(args)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         n_train=args.n_train, device=args.device)
+    model_config = VAEConfig(latent_dim=args.latent_dim)
+    out = Path(args.out)
+    history = out.with_name(out.stem + "-history.json") if args.history is None else Path(args.history)
+    print(f"Training {config.epochs} epochs on {min(config.n_train or len(data.train_labels), len(data.train_labels))} "
+          f"images -> {out} (history: {history})")
+    train(data.train_images, data.test_images, model_config, config, checkpoint_path=out, history_path=history)
+    print(f"Wrote {out} and {history}")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .catalog import load_or_build_catalog
+    from .model import load_checkpoint
+
+    data = _load_data(args)
+    model, _ = load_checkpoint(args.checkpoint)
+    started = time.perf_counter()
+    catalog = load_or_build_catalog(model, args.checkpoint, data, rebuild=args.rebuild, progress=True)
+    print(f"Catalog: {len(catalog)} items, d={catalog.mu.shape[1]}, {catalog.path} "
+          f"({'built' if catalog.built else 'loaded from cache'} in {time.perf_counter() - started:.2f} s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_model, write_model_card
+
+    data = _load_data(args)
+    report = evaluate_model(args.checkpoint, data, progress=True)
+    for key, value in report.items():
+        print(f"{key}: {value}")
+    if args.card:
+        write_model_card(report, args.card, args.history)
+        print(f"Wrote {args.card}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m latent", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: $LATENT_DATA_DIR, "
+                       "else the per-user cache folder; files missing there are downloaded)")
+        return p
+
+    add("download", "download and verify Fashion-MNIST").set_defaults(func=cmd_download)
+
+    p = add("train", "train the VAE with a fixed seed")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latent-dim", type=int, default=10)
+    p.add_argument("--n-train", type=int, default=None, help="train on the first N canonical items only")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--out", default=str(paths.DEFAULT_CHECKPOINT), help="checkpoint path")
+    p.add_argument("--history", default=None, help="JSON history path (default: beside the checkpoint)")
+    p.set_defaults(func=cmd_train)
+
+    p = add("encode", "encode all 70,000 items into the cached catalog")
+    p.add_argument("--checkpoint", default=str(paths.DEFAULT_CHECKPOINT))
+    p.add_argument("--rebuild", action="store_true", help="ignore the cache and encode again")
+    p.set_defaults(func=cmd_encode)
+
+    p = add("evaluate", "measure the model card's figures")
+    p.add_argument("--checkpoint", default=str(paths.DEFAULT_CHECKPOINT))
+    p.add_argument("--history", default=str(paths.DEFAULT_HISTORY))
+    p.add_argument("--card", default=None, help="write the model card (Markdown) to this path")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DataError
+    from .model import CheckpointError
+
+    try:
+        return args.func(args)
+    except (DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
