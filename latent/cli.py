@@ -73,14 +73,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_model, write_model_card
+    from .evaluate import evaluate_model, save_sample_sheet, write_model_card
 
     data = _load_data(args)
     report = evaluate_model(args.checkpoint, data, progress=True)
     for key, value in report.items():
         print(f"{key}: {value}")
     if args.card:
-        write_model_card(report, args.card, args.history)
+        sheet = save_sample_sheet(args.checkpoint, data, Path(args.card).with_name("samples.png"))
+        write_model_card(report, args.card, args.history, sample_sheet=sheet.name)
         print(f"Wrote {args.card}")
     return 0
 

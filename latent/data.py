@@ -188,11 +188,13 @@ def read_idx(path: str | os.PathLike[str], kind: str, expected_count: int | None
     ndim = 3 if kind == "images" else 1
     magic_expected = IDX_IMAGES_MAGIC if kind == "images" else IDX_LABELS_MAGIC
     header_len = 4 + 4 * ndim
-    if len(data) < header_len:
+    if len(data) < 4:
         raise _bad(path, f"is too short for an IDX {kind} header ({len(data)} bytes)")
     (magic,) = struct.unpack(">i", data[:4])
     if magic != magic_expected:
         raise _bad(path, f"has IDX magic number {magic}, expected {magic_expected} for {kind}")
+    if len(data) < header_len:
+        raise _bad(path, f"is too short for an IDX {kind} header ({len(data)} bytes)")
     dims = struct.unpack(f">{ndim}i", data[4:header_len])
     if kind == "images" and dims[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise _bad(path, f"holds images of {dims[1]}x{dims[2]} pixels, expected {IMAGE_SIDE}x{IMAGE_SIDE}")
@@ -319,13 +321,18 @@ def download_fashion_mnist(
     data_dir: str | os.PathLike[str],
     base_url: str = OFFICIAL_MIRROR,
     progress: ProgressFn | None = None,
+    checksums: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Download the files missing from ``data_dir`` from ``base_url``; returns the paths fetched."""
+    """Download the files missing from ``data_dir`` from ``base_url``; returns the paths fetched.
+
+    Each file is verified against ``checksums[name]`` (MD5 hex; default :data:`OFFICIAL_MD5`).
+    """
+    checksums = OFFICIAL_MD5 if checksums is None else checksums
     data_dir = Path(data_dir)
     fetched = []
     for name in missing_files(data_dir):
         url = base_url.rstrip("/") + "/" + name
-        fetched.append(download_file(url, data_dir / name, OFFICIAL_MD5[name], progress=progress))
+        fetched.append(download_file(url, data_dir / name, checksums[name], progress=progress))
     return fetched
 
 
@@ -338,6 +345,7 @@ def load_fashion_mnist(
     base_url: str = OFFICIAL_MIRROR,
     progress: ProgressFn | None = None,
     expected_counts: tuple[int, int] | None = (N_TRAIN, N_TEST),
+    checksums: dict[str, str] | None = None,
 ) -> FashionMNIST:
     """Load both splits in canonical order, downloading missing files first if ``download``.
 
@@ -347,6 +355,8 @@ def load_fashion_mnist(
         base_url: the mirror to download from.
         progress: called as ``progress(label, done, total)`` during downloads.
         expected_counts: (train, test) item counts every file must hold; None accepts any (tests).
+        checksums: MD5 hex per file name for downloads (default: the official MD5s). Files already
+            present are validated structurally, not by MD5: other copies hold other row orders.
 
     Returns:
         A :class:`FashionMNIST` with the 70,000 items (60,000 train then 10,000 test).
@@ -359,7 +369,7 @@ def load_fashion_mnist(
                 f"Fashion-MNIST files missing from {folder}: {', '.join(missing)}. Copy them there from "
                 f"{PROJECT_PAGE}, or set LATENT_DATA_DIR to a folder that holds them."
             )
-        download_fashion_mnist(folder, base_url=base_url, progress=progress)
+        download_fashion_mnist(folder, base_url=base_url, progress=progress, checksums=checksums)
 
     images, labels, flags = [], [], []
     for split, count in zip(("train", "test"), expected_counts or (None, None)):

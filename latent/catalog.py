@@ -1,0 +1,198 @@
+"""The encoded catalog: every Fashion-MNIST item's posterior q(z|x) = N(mu(x), diag(sigma(x)^2)).
+
+All 70,000 items (canonical order, train then test; see :mod:`latent.data`) are encoded once and
+cached on disk as an uncompressed ``.npz``, keyed by the SHA-256 of the checkpoint file and the
+fingerprint of the canonical data. Writes are atomic (a temporary file renamed into place); a
+cache file that is unreadable, stale (another key) or malformed is rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import paths
+from .data import FashionMNIST
+from .model import VAE
+
+CATALOG_VERSION = 1
+#: ``progress(done, total)`` in items.
+EncodeProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Posterior parameters of every item, read-only.
+
+    Attributes:
+        mu: (N, d) float32 encoder means.
+        sigma: (N, d) float32 encoder standard deviations, > 0.
+        labels: (N,) uint8 class labels.
+        is_test: (N,) bool split flags.
+        index: (N,) int64 item numbers in the canonical order (0..N-1).
+        key: the cache key (checkpoint hash + data fingerprint).
+        path: the cache file, or None when not cached.
+        built: True when this call encoded the items, False when loaded from the cache.
+        encode_seconds: wall time of the encoding when it was built (stored in the cache).
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    labels: np.ndarray
+    is_test: np.ndarray
+    index: np.ndarray
+    key: str
+    path: Path | None = None
+    built: bool = False
+    encode_seconds: float = float("nan")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.mu.shape[1]
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """SHA-256 hex of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def catalog_key(checkpoint_sha256: str, data_fingerprint: str) -> str:
+    """The cache key: a hash of the format version, the checkpoint hash and the data fingerprint."""
+    text = f"catalog-v{CATALOG_VERSION}:{checkpoint_sha256}:{data_fingerprint}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@torch.no_grad()
+def encode_images(
+    model: VAE,
+    images: np.ndarray,
+    batch_size: int = 2000,
+    progress: EncodeProgress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode uint8 images (N, 28, 28) into mu and sigma = exp(logvar / 2), each (N, d) float32."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    n = len(images)
+    mu = np.empty((n, model.config.latent_dim), np.float32)
+    sigma = np.empty_like(mu)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        x = torch.from_numpy(np.ascontiguousarray(images[start:stop])).to(device)
+        x = x.unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28)
+        m, logvar = model.encode(x)
+        mu[start:stop] = m.cpu().numpy()
+        sigma[start:stop] = torch.exp(0.5 * logvar).cpu().numpy()
+        if progress:
+            progress(stop, n)
+    model.train(was_training)
+    return mu, sigma
+
+
+def _cache_path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"catalog-{key[:20]}.npz"
+
+
+def _read_cache(path: Path, key: str, n: int, d: int) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None if the file is missing, unreadable, stale or malformed."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in ("key", "mu", "sigma", "encode_seconds")}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
+    ok = (
+        str(arrays["key"]) == key
+        and arrays["mu"].shape == (n, d)
+        and arrays["sigma"].shape == (n, d)
+        and arrays["mu"].dtype == np.float32
+        and arrays["sigma"].dtype == np.float32
+        and bool(np.isfinite(arrays["mu"]).all())
+        and bool((arrays["sigma"] > 0).all())
+    )
+    return arrays if ok else None
+
+
+def _write_cache(path: Path, key: str, mu: np.ndarray, sigma: np.ndarray, encode_seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, key=np.array(key), mu=mu, sigma=sigma, encode_seconds=np.array(encode_seconds))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_or_build_catalog(
+    model: VAE,
+    checkpoint_path: str | os.PathLike[str],
+    data: FashionMNIST,
+    cache_dir: str | os.PathLike[str] | None = None,
+    rebuild: bool = False,
+    progress: bool | EncodeProgress = False,
+) -> Catalog:
+    """The catalog for ``model`` (loaded from ``checkpoint_path``) over ``data``, cached on disk.
+
+    Args:
+        model: the VAE loaded from ``checkpoint_path``.
+        checkpoint_path: its file; its SHA-256 is part of the cache key.
+        data: the dataset in canonical order; its fingerprint is part of the key.
+        cache_dir: where the cache lives (default :func:`latent.paths.cache_dir`).
+        rebuild: encode again even when a valid cache exists.
+        progress: True for a tqdm bar, or a ``progress(done, total)`` callback.
+    """
+    key = catalog_key(file_sha256(checkpoint_path), data.fingerprint)
+    folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
+    path = _cache_path(folder, key)
+    n, d = len(data), model.config.latent_dim
+    cached = None if rebuild else _read_cache(path, key, n, d)
+    built = cached is None
+    if built:
+        bar = None
+        callback: EncodeProgress | None = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc="encoding", unit="img", mininterval=1.0)
+            callback = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+        elif callable(progress):
+            callback = progress
+        started = time.perf_counter()
+        try:
+            mu, sigma = encode_images(model, data.images, progress=callback)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - started
+        try:
+            _write_cache(path, key, mu, sigma, seconds)
+        except OSError:
+            path = None  # a read-only cache folder still gives a working (uncached) catalog
+    else:
+        mu, sigma, seconds = cached["mu"], cached["sigma"], float(cached["encode_seconds"])
+    arrays = [mu, sigma, data.labels, data.is_test, np.arange(n, dtype=np.int64)]
+    for array in arrays:
+        array.setflags(write=False)
+    return Catalog(
+        mu=arrays[0], sigma=arrays[1], labels=arrays[2], is_test=arrays[3], index=arrays[4],
+        key=key, path=path, built=built, encode_seconds=seconds,
+    )
