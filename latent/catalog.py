@@ -94,7 +94,7 @@ def encode_images(
     sigma = np.empty_like(mu)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        x = torch.from_numpy(np.ascontiguousarray(images[start:stop])).to(device)
+        x = torch.tensor(images[start:stop], device=device)  # a copy: the input may be read-only
         x = x.unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28)
         m, logvar = model.encode(x)
         mu[start:stop] = m.cpu().numpy()
@@ -107,6 +107,11 @@ def encode_images(
 
 def _cache_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"catalog-{key[:20]}.npz"
+
+
+def cache_file_for(key: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the catalog for ``key`` is cached (it may not exist yet)."""
+    return _cache_path(Path(cache_dir) if cache_dir is not None else paths.cache_dir(), key)
 
 
 def _read_cache(path: Path, key: str, n: int, d: int) -> dict[str, np.ndarray] | None:
@@ -196,3 +201,14 @@ def load_or_build_catalog(
         mu=arrays[0], sigma=arrays[1], labels=arrays[2], is_test=arrays[3], index=arrays[4],
         key=key, path=path, built=built, encode_seconds=seconds,
     )
+
+
+def kl_per_dimension(catalog: Catalog) -> np.ndarray:
+    """Mean KL(q(z_j|x) || N(0, 1)) over the catalog for each latent dimension j, shape (d,), nats.
+
+    KL_j = 1/2 (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2). A dimension with mean KL below about
+    0.01 nats carries no information about x: the model does not use it.
+    """
+    mu = catalog.mu.astype(np.float64)
+    var = catalog.sigma.astype(np.float64) ** 2
+    return (0.5 * (mu**2 + var - 1.0 - np.log(var))).mean(axis=0)

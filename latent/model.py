@@ -193,6 +193,12 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint. Train one with `python -m latent train`.")
+    corrupt = (
+        f"{path}: not a readable checkpoint, the file is corrupt or truncated" + "{why}. Restore it from the "
+        "repository (git checkout models/) or retrain with `python -m latent train`."
+    )
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+        raise CheckpointError(corrupt.format(why=" (not a torch zip archive)"))
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -202,10 +208,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
             "by `python -m latent train`."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint, the file is corrupt or truncated ({type(exc).__name__}). "
-            "Restore it from the repository (git checkout models/) or retrain with `python -m latent train`."
-        ) from None
+        raise CheckpointError(corrupt.format(why=f" ({type(exc).__name__})")) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a Latent Explorer checkpoint (no format marker {CHECKPOINT_FORMAT!r}).")
     version = payload.get("format_version")

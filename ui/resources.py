@@ -1,0 +1,140 @@
+"""Heavy, read-only resources shared by every browser session: loaded once per server process.
+
+Each loader is an ``st.cache_resource`` keyed by content hashes (the checkpoint's SHA-256, the data
+fingerprint, the catalog key), so a rerun never recomputes them and a new checkpoint or dataset
+gets fresh ones. First-run work that takes seconds (download, encode, map) runs *outside* the
+cached functions, behind a visible progress bar, and leaves its result on disk; the cached
+function then only loads it. The returned objects are never mutated, so sharing them between
+sessions (threads) is safe.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from latent import paths
+from latent.catalog import Catalog, catalog_key, file_sha256, load_or_build_catalog
+from latent.data import DataError, FashionMNIST, load_fashion_mnist, missing_files, resolve_data_dir
+from latent.model import VAE, CheckpointError, load_checkpoint
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Everything a page needs, all read-only."""
+
+    data: FashionMNIST
+    model: VAE
+    model_meta: dict
+    checkpoint: Path
+    checkpoint_sha256: str
+    catalog: Catalog
+
+
+def checkpoint_path() -> Path:
+    """``$LATENT_CHECKPOINT`` or the shipped ``models/vae.pt`` (never taken from the URL)."""
+    return Path(os.environ.get("LATENT_CHECKPOINT") or paths.DEFAULT_CHECKPOINT)
+
+
+@st.cache_resource(show_spinner=False)
+def configure_runtime() -> int:
+    """Set torch's process-wide thread count once per server process.
+
+    One thread: every interaction is a tiny batch, for which extra threads only add contention
+    between concurrent sessions (GEOMETRY.md measured 50-200x slow-downs under contention).
+    """
+    threads = int(os.environ.get("LATENT_TORCH_THREADS", "1"))
+    torch.set_num_threads(max(1, threads))
+    return torch.get_num_threads()
+
+
+def _file_stamp(folder: Path) -> tuple:
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.gz")))
+
+
+@st.cache_resource(show_spinner=False)
+def _checkpoint_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+@st.cache_resource(show_spinner="Reading Fashion-MNIST ...")
+def _load_data(folder: str, stamp: tuple) -> FashionMNIST:
+    return load_fashion_mnist(folder, download=False)
+
+
+@st.cache_resource(show_spinner="Loading the model ...")
+def _load_model(path: str, sha256: str) -> tuple[VAE, dict]:
+    model, meta = load_checkpoint(path)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model, meta
+
+
+@st.cache_resource(show_spinner="Loading the catalog ...")
+def _load_catalog(key: str, path: str, sha256: str, _data: FashionMNIST) -> Catalog:
+    model, _ = _load_model(path, sha256)
+    return load_or_build_catalog(model, path, _data)
+
+
+def _fail(title: str, exc: Exception) -> None:
+    st.error(f"**{title}**\n\n{exc}")
+    st.stop()
+
+
+def _download_with_progress(folder: Path) -> None:
+    from latent.data import download_fashion_mnist
+
+    with st.status(f"First run: downloading Fashion-MNIST into `{folder}` ...", expanded=True) as status:
+        bar = st.progress(0.0)
+
+        def progress(label: str, done: int, total: int | None) -> None:
+            if total:
+                bar.progress(min(done / total, 1.0), text=f"{label}: {done / 1e6:.1f} of {total / 1e6:.1f} MB")
+
+        download_fashion_mnist(folder, progress=progress)
+        status.update(label="Fashion-MNIST downloaded and verified.", state="complete", expanded=False)
+
+
+def _encode_with_progress(model: VAE, ckpt: Path, data: FashionMNIST) -> None:
+    with st.status("First run: encoding all 70,000 items into the latent catalog ...", expanded=True) as status:
+        bar = st.progress(0.0)
+        load_or_build_catalog(
+            model, ckpt, data,
+            progress=lambda done, total: bar.progress(done / total, text=f"{done:,} of {total:,} items"),
+        )
+        status.update(label="Catalog built and cached.", state="complete", expanded=False)
+
+
+def get_resources() -> Resources:
+    """Load (or, on a first run, build with progress) everything; stops the page with a clear error."""
+    configure_runtime()
+    folder = resolve_data_dir()
+    try:
+        if missing_files(folder):
+            _download_with_progress(folder)
+        data = _load_data(str(folder), _file_stamp(folder))
+    except DataError as exc:
+        _fail("The Fashion-MNIST data could not be loaded.", exc)
+    ckpt = checkpoint_path()
+    try:
+        stat = ckpt.stat() if ckpt.is_file() else None
+        sha = _checkpoint_sha256(str(ckpt), stat.st_size, stat.st_mtime_ns) if stat else ""
+        model, meta = _load_model(str(ckpt), sha)
+    except CheckpointError as exc:
+        _fail("The model checkpoint could not be loaded.", exc)
+    key = catalog_key(sha, data.fingerprint)
+    if _load_catalog_needs_build(key):
+        _encode_with_progress(model, ckpt, data)
+    catalog = _load_catalog(key, str(ckpt), sha, data)
+    return Resources(data, model, meta, ckpt, sha, catalog)
+
+
+def _load_catalog_needs_build(key: str) -> bool:
+    """True when neither this process nor the disk cache holds the catalog for ``key``."""
+    from latent.catalog import cache_file_for
+
+    return not cache_file_for(key).is_file()
