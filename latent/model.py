@@ -251,3 +251,17 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     model.to(device).eval()
     meta = payload.get("meta") or {}
     return model, dict(meta)
+
+
+@torch.no_grad()
+def decode_images(model: VAE, z: "np.ndarray") -> "np.ndarray":
+    """Decoder means for latent points: z of shape (d,) or (B, d) -> (28, 28) or (B, 28, 28) float32 in (0, 1)."""
+    import numpy as np
+
+    array = np.asarray(z, dtype=np.float32)
+    single = array.ndim == 1
+    batch = torch.from_numpy(np.atleast_2d(array).copy())
+    if batch.shape[1] != model.config.latent_dim:
+        raise ValueError(f"z must have {model.config.latent_dim} values per point; got shape {array.shape}")
+    images = model.decode_mean(batch).squeeze(1).numpy()  # (B, 28, 28)
+    return images[0] if single else images

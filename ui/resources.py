@@ -138,3 +138,27 @@ def _load_catalog_needs_build(key: str) -> bool:
     from latent.catalog import cache_file_for
 
     return not cache_file_for(key).is_file()
+
+
+@st.cache_resource(show_spinner="Building the search index ...")
+def _search_index(key: str, _catalog: Catalog):
+    from latent.search import SearchIndex
+
+    return SearchIndex().fit(_catalog.mu, _catalog.sigma)
+
+
+def get_index(res: Resources):
+    """The exact neighbour index over the catalog, fitted once per process and catalog."""
+    return _search_index(res.catalog.key, res.catalog)
+
+
+@st.cache_resource(show_spinner=False)
+def _active_dimensions(key: str, _catalog: Catalog) -> tuple[bool, ...]:
+    from latent.catalog import kl_per_dimension
+
+    return tuple(bool(v > 0.01) for v in kl_per_dimension(_catalog))
+
+
+def active_dimensions(res: Resources) -> tuple[bool, ...]:
+    """Per latent dimension: does the model use it (mean KL to the prior above 0.01 nats)?"""
+    return _active_dimensions(res.catalog.key, res.catalog)

@@ -1,0 +1,177 @@
+"""Per-session state: the one query of this browser session, its widgets, and its mirror in the URL.
+
+The canonical query is a :class:`latent.urlstate.QueryState` kept under :data:`QUERY` in
+``st.session_state``, so each session has its own and no two users see each other's z. Widgets
+(keys starting with ``w_``) are views of it: Streamlit forgets a widget's value when a page that
+does not draw it runs, so widgets are re-seeded from the query whenever their key is missing.
+Actions (reset, random draw, pick an item, a click on the Atlas) replace the query in callbacks,
+before any widget is drawn. At the end of every run the URL is set to the query, so a link
+reopens exactly the same view (the schema lives in :mod:`latent.urlstate`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import streamlit as st
+
+from latent.scores import SCORES
+from latent.urlstate import CORE_SCHEMA, QueryState, UrlSchema, parse_query_params, slider_bound, to_query_params
+from ui.resources import Resources
+
+# Session-state keys (constants, one place).
+QUERY = "query"
+URL_WARNINGS = "url_warnings"
+RNG = "rng"
+W_K = "w_k"
+W_SPREAD = "w_spread"
+W_SCORE = "w_score"
+W_ITEM = "w_item"
+W_CLASS = "w_class"
+
+K_MAX = 50
+DEFAULT_K = 8
+#: The three rankings shown side by side on Explore.
+EXPLORE_SCORES = ("likelihood", "euclidean", "kl")
+#: Choices for the query spread s (None: the catalog's median sigma per dimension).
+SPREAD_CHOICES: tuple[float | None, ...] = (None, 0.001, 0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
+S_RANGE = (1e-3, 10.0)
+
+
+def slider_key(j: int) -> str:
+    return f"w_z{j}"
+
+
+def schema() -> UrlSchema:
+    """The URL schema of this app (later pages register their keys here)."""
+    return CORE_SCHEMA
+
+
+def bound(res: Resources) -> float:
+    """The slider half-range a: 5, widened so that every catalog mean fits."""
+    return _bound_for(res.catalog.key, res.catalog.mu)
+
+
+@st.cache_resource(show_spinner=False)
+def _bound_for(key: str, _mu: np.ndarray) -> float:
+    return slider_bound(_mu)
+
+
+def init_session_state(res: Resources) -> None:
+    """On a session's first run, read the query from the URL (with warnings); set per-session defaults."""
+    if QUERY in st.session_state:
+        return
+    params = [(key, value) for key in st.query_params for value in st.query_params.get_all(key)]
+    state, warnings = parse_query_params(
+        params, latent_dim=res.catalog.latent_dim, bound=bound(res), score_names=tuple(SCORES),
+        n_items=len(res.catalog), k_max=K_MAX, default_score="likelihood", default_k=DEFAULT_K,
+        s_range=S_RANGE, schema=schema(),
+    )
+    if state.item is not None and state.z != _z_of_item(res, state.item) and not any(
+            key == "z" for key, _ in params):
+        state = state.replace(z=_z_of_item(res, state.item))  # a link with only ?item=N starts there
+    st.session_state[QUERY] = state
+    st.session_state[URL_WARNINGS] = warnings
+    st.session_state[RNG] = np.random.default_rng()  # per session, created here, never at import
+
+
+def query() -> QueryState:
+    return st.session_state[QUERY]
+
+
+def _z_of_item(res: Resources, item: int) -> tuple[float, ...]:
+    return tuple(float(v) for v in res.catalog.mu[item])
+
+
+def _forget_widgets(keys: Iterable[str]) -> None:
+    for key in keys:
+        st.session_state.pop(key, None)
+
+
+def set_query(state: QueryState, res: Resources) -> None:
+    """Replace the query and re-seed its widgets from it (call from callbacks, before widgets)."""
+    st.session_state[QUERY] = state
+    _forget_widgets([slider_key(j) for j in range(res.catalog.latent_dim)] + [W_K, W_SPREAD, W_SCORE])
+
+
+# --------------------------------------------------------------------------- actions (callbacks)
+
+
+def reset_to_origin(res: Resources) -> None:
+    set_query(query().replace(z=(0.0,) * res.catalog.latent_dim, item=None, seed=None), res)
+
+
+def draw_from_prior(res: Resources) -> None:
+    """z ~ N(0, I) from a fresh seed, which goes into the URL so the link reproduces the draw."""
+    seed = int(st.session_state[RNG].integers(0, 2**32))
+    set_query(query().replace(z=prior_draw(seed, res.catalog.latent_dim, bound(res)), item=None, seed=seed), res)
+
+
+def prior_draw(seed: int, d: int, a: float) -> tuple[float, ...]:
+    """The prior draw behind ``seed``: z ~ N(0, I_d) from numpy's PCG64, clipped to [-a, a]."""
+    z = np.random.default_rng(seed).standard_normal(d)
+    return tuple(float(v) for v in np.clip(z, -a, a))
+
+
+def start_from_item(res: Resources, item: int) -> None:
+    set_query(query().replace(z=_z_of_item(res, int(item)), item=int(item), seed=None), res)
+
+
+def start_from_random_item_of_class(res: Resources, label: int) -> None:
+    candidates = np.flatnonzero(res.catalog.labels == label)
+    start_from_item(res, int(st.session_state[RNG].choice(candidates)))
+
+
+# --------------------------------------------------------------------------- widgets <-> query
+
+
+def seed_widgets(res: Resources) -> None:
+    """Give every missing widget key its value from the query (before the widgets are drawn)."""
+    q = query()
+    for j, value in enumerate(q.z):
+        st.session_state.setdefault(slider_key(j), float(value))
+    st.session_state.setdefault(W_K, q.k)
+    st.session_state.setdefault(W_SPREAD, q.s if q.s in SPREAD_CHOICES else None)
+    st.session_state.setdefault(W_SCORE, q.score or "likelihood")
+
+
+def read_sliders(res: Resources) -> None:
+    """Fold the z sliders' values into the query; an item stays only while z is still its mean."""
+    q = query()
+    z = tuple(float(st.session_state[slider_key(j)]) for j in range(res.catalog.latent_dim))
+    new = q.replace(z=z)
+    if new.z != q.z:
+        item = q.item if q.item is not None and new.z == _z_of_item(res, q.item) else None
+        seed = q.seed if q.seed is not None and new.z == prior_draw(q.seed, len(z), bound(res)) else None
+        new = new.replace(item=item, seed=seed)
+    st.session_state[QUERY] = new
+
+
+def read_controls(k: bool = True, spread: bool = True, score: bool = False) -> None:
+    """Fold the k, spread and score widgets (those drawn on this page) into the query."""
+    changes = {}
+    if k and W_K in st.session_state:
+        changes["k"] = int(st.session_state[W_K])
+    if spread and W_SPREAD in st.session_state:
+        changes["s"] = st.session_state[W_SPREAD]
+    if score and W_SCORE in st.session_state:
+        changes["score"] = st.session_state[W_SCORE]
+    if changes:
+        st.session_state[QUERY] = query().replace(**changes)
+
+
+def sync_url() -> None:
+    """Mirror the query in the URL (only when it differs, to avoid needless browser updates)."""
+    params = to_query_params(query(), schema=schema())
+    current = {key: st.query_params.get(key) for key in st.query_params}
+    if current != params:
+        st.query_params.from_dict(params)
+
+
+def show_url_warnings() -> None:
+    """Show, once per session, what was ignored or clamped in the link that opened it."""
+    warnings = st.session_state.pop(URL_WARNINGS, None)
+    if warnings:
+        st.warning("Some values in the link were not usable and were changed:\n\n"
+                   + "\n".join(f"- {w}" for w in warnings), icon=":material/link_off:")
