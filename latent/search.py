@@ -343,7 +343,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
     norms[:, -1] = np.maximum(norms[:, -1], features.const_magnitude)  # constant column: its parts' magnitude
     norms *= 1.0 + 1e-6  # round up, so the float32 copy is still an upper bound
     n_full_blocks = n // block_size
-    block_norms = norms[: n_full_blocks * block_size].reshape(n_full_blocks, block_size, -1).max(axis=1)
+    block_norms = norms[: n_full_blocks * block_size].reshape(n_full_blocks, block_size, len(widths)).max(axis=1)
     psi32 = psi.astype(np.float32)  # (N, m)
     faiss_index = None
     if backend == "faiss":
@@ -559,8 +559,9 @@ class SearchIndex:
         error_factor = 2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5)
         underflow = 2.0**-140 * (m + np.abs(query.phi).sum(axis=1))  # (B,)
         key_bound = query_norms @ prepared.max_norms  # (B,) bounds sum_j |psi_ij||phi_j| for every item
-        phi32 = query.phi.astype(np.float32)
-        usable = np.isfinite(phi32).all(axis=1) & (key_bound < _FLOAT32_SAFE)  # else float64 brute force
+        # Rows whose features could overflow float32 are answered by float64 brute force instead.
+        usable = (np.abs(query.phi) < _FLOAT32_SAFE).all(axis=1) & (key_bound < _FLOAT32_SAFE)  # (B,)
+        phi32 = np.where(usable[:, None], query.phi, 0.0).astype(np.float32)  # (B, m)
         max_error = error_factor * key_bound + underflow  # (B,)
 
         candidates, kappa, keys = self._candidates(prepared, phi32, k)  # (B, M) ids, (B,) best key left out
@@ -622,7 +623,8 @@ class SearchIndex:
         bs = int(self.block_size)
         n_full_blocks = n // bs
         n_blocks_kept = k + _EXTRA_BLOCKS
-        if n_blocks_kept * bs * 2 > n:  # small catalog: partial sort of all keys
+        use_blocks = n_blocks_kept < n_full_blocks and n_candidates < n_blocks_kept * bs <= n // 2
+        if not use_blocks:  # small catalog or small blocks: partial sort of all keys
             top_keys, ids = torch.topk(keys, n_fetched, dim=1)  # (B, M+1), best first
             kappa = top_keys[:, -1].double().numpy() if n_candidates < n else np.full(batch, -np.inf)
             return ids[:, :n_candidates].numpy(), kappa, keys
