@@ -275,19 +275,19 @@ def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_centre: np.n
         magnitude = np.full(batch, float(np.abs(np.log(s)).sum()) + 0.5 * d)
     elif name == "kl_reverse":
         w = 0.5 / (s * s)  # (d,)
-        phi = np.concatenate([np.broadcast_to(w, y.shape), 2.0 * w * y, ones], axis=1)
+        phi = np.concatenate([np.repeat(w[None, :], batch, axis=0), 2.0 * w * y, ones], axis=1)
         wy2 = (w * y2).sum(axis=1)  # (B,)
         const = float(np.log(s).sum()) + wy2 - 0.5 * d
         magnitude = float(np.abs(np.log(s)).sum()) + wy2 + 0.5 * d
     elif name == "jeffreys":
         w = 0.5 / (s * s)
-        phi = np.concatenate([s * s + y2, y, np.broadcast_to(w, y.shape), 2.0 * w * y, ones], axis=1)
+        phi = np.concatenate([s * s + y2, y, np.repeat(w[None, :], batch, axis=0), 2.0 * w * y, ones], axis=1)
         wy2 = (w * y2).sum(axis=1)
         const = wy2 - d
         magnitude = wy2 + d
     elif name == "wasserstein2":
         t = s - spread_centre  # (d,)
-        phi = np.concatenate([y, np.broadcast_to(t, y.shape), ones], axis=1)
+        phi = np.concatenate([y, np.repeat(t[None, :], batch, axis=0), ones], axis=1)
         const = y2.sum(axis=1) + float((t * t).sum())
         magnitude = const
     elif name == "euclidean":
@@ -322,6 +322,7 @@ def value_from_key(name: str, key: ArrayLike, const: float) -> np.ndarray:
 class _Prepared:
     features_t: torch.Tensor | None  # (m, N) float32, contiguous; None: float64 brute force only
     block_widths: tuple[int, ...]  # feature block widths, summing to m
+    block_starts: np.ndarray  # (n_blocks,) first column of each feature block
     item_norms: torch.Tensor | None  # (N, n_blocks) float32, per-item bounds on ||psi_i,b||_2, rounded up
     block_norms: np.ndarray | None  # (N // block_size, n_blocks) float64, per item-block maxima of item_norms
     max_norms: np.ndarray | None  # (n_blocks,) float64, catalog maxima of item_norms
@@ -331,8 +332,9 @@ class _Prepared:
 def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, backend: str) -> _Prepared:
     psi = features.psi  # (N, m)
     widths = tuple(d if width == "d" else 1 for width in form.blocks)
+    starts = np.cumsum((0,) + widths[:-1])
     if not np.isfinite(psi).all() or np.abs(psi).max() >= _FLOAT32_SAFE:
-        return _Prepared(None, widths, None, None, None, None)
+        return _Prepared(None, widths, starts, None, None, None, None)
     n = psi.shape[0]
     norms = np.empty((n, len(widths)))
     start = 0
@@ -354,6 +356,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
     return _Prepared(
         features_t=torch.from_numpy(np.ascontiguousarray(psi32.T)),  # (m, N)
         block_widths=widths,
+        block_starts=starts,
         item_norms=torch.from_numpy(norms.astype(np.float32)),
         block_norms=block_norms,
         max_norms=norms.max(axis=0),
@@ -361,15 +364,18 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
     )
 
 
-def _query_norms(phi: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
-    """(B, n_blocks) Euclidean norms of the feature blocks of phi (B, m)."""
-    out = np.empty((phi.shape[0], len(widths)))
-    start = 0
-    for b, width in enumerate(widths):
-        part = phi[:, start : start + width]
-        out[:, b] = np.sqrt((part * part).sum(axis=1))
-        start += width
-    return out
+@dataclass(frozen=True)
+class _Plan:
+    """Per-query features and float32 error bounds for B queries."""
+
+    phi32: np.ndarray  # (B, m) float32 query features (zeros on rows that are not usable)
+    query: _QueryFeatures
+    query_norms: np.ndarray  # (B, n_blocks) norms of phi's feature blocks
+    error_factor: float  # E_i = error_factor * sum_b ||psi_i,b|| ||phi_b|| + underflow
+    underflow: np.ndarray  # (B,)
+    max_error: np.ndarray  # (B,) error bound valid for every item
+    usable: np.ndarray  # (B,) bool: float32 cannot overflow for this query
+    slack: float  # relative float64 slack for the key threshold
 
 
 # --------------------------------------------------------------------------------------------------
@@ -534,74 +540,149 @@ class SearchIndex:
     # -- the search itself -------------------------------------------------------------------------
 
     def _search(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top k for queries z (B, d): ids int64 (B, k') and values float64 (B, k'), k' = min(k, N)."""
         batch, n = z.shape[0], self.n_items_
         k = min(k, n)
-        out_ids = np.empty((batch, k), dtype=np.int64)
-        out_values = np.empty((batch, k), dtype=np.float64)
         if k == 0 or batch == 0:
-            return out_ids, out_values
-        kernel = KERNELS[name]
-        form = _FORMS[name]
-        prepared = None
-        if k < n and name in _FORMS:
-            prepared = self._prepared_for(name, spread)
+            return np.empty((batch, k), dtype=np.int64), np.empty((batch, k))
+        prepared = self._prepared_for(name, spread) if k < n else None
         if prepared is None or prepared.features_t is None:
-            for row in range(batch):
-                values = kernel(z[row], self.mu_, self.sigma_, spread)  # (N,)
-                ids = _exact_top_k(values, k, form.higher_is_nearer)
-                out_ids[row], out_values[row] = ids, values[ids]
-            return out_ids, out_values
+            return self._brute_force(z, name, k, spread)
+        plan = self._plan(name, z, spread, prepared)
+        if batch == 1:
+            ids, values = self._search_one(z[0], name, k, spread, prepared, plan)
+            return ids[None, :], values[None, :]
+        return self._search_many(z, name, k, spread, prepared, plan)
 
-        spread_d = np.broadcast_to(spread, (self.dim_,))
-        query = _query_features(name, z - self.center_, spread_d, self.default_spread_)
-        query_norms = _query_norms(query.phi, prepared.block_widths)  # (B, n_blocks)
-        m = query.phi.shape[1]
-        error_factor = 2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5)
-        underflow = 2.0**-140 * (m + np.abs(query.phi).sum(axis=1))  # (B,)
-        key_bound = query_norms @ prepared.max_norms  # (B,) bounds sum_j |psi_ij||phi_j| for every item
-        # Rows whose features could overflow float32 are answered by float64 brute force instead.
-        usable = (np.abs(query.phi) < _FLOAT32_SAFE).all(axis=1) & (key_bound < _FLOAT32_SAFE)  # (B,)
-        phi32 = np.where(usable[:, None], query.phi, 0.0).astype(np.float32)  # (B, m)
-        max_error = error_factor * key_bound + underflow  # (B,)
-
-        candidates, kappa, keys = self._candidates(prepared, phi32, k)  # (B, M) ids, (B,) best key left out
-        # Rescore in float64 with the brute-force kernel, so values agree with fn bit for bit.
-        cand_values = kernel(z[:, None, :], self.mu_[candidates], self.sigma_[candidates], spread)  # (B, M)
-        rows = np.arange(batch)[:, None]
-        nearness = -cand_values if form.higher_is_nearer else cand_values
-        order = np.lexsort((candidates, nearness), axis=-1)  # (B, M) nearest first
-        top = order[:, :k]
-        out_ids[:] = candidates[rows, top]
-        out_values[:] = cand_values[rows, top]
-        threshold = self._key_threshold(form, out_values[:, k - 1], query, m)  # (B,)
-        certified = usable & (kappa + max_error < threshold)
-        for row in np.flatnonzero(~certified):
-            if usable[row]:
-                out_ids[row], out_values[row] = self._widen(
-                    prepared, phi32[row], None if keys is None else keys[row], candidates[row], threshold[row],
-                    error_factor, underflow[row], query_norms[row], z[row], name, spread, k,
-                )
-            else:
-                values = kernel(z[row], self.mu_, self.sigma_, spread)  # (N,)
-                ids = _exact_top_k(values, k, form.higher_is_nearer)
-                out_ids[row], out_values[row] = ids, values[ids]
+    def _brute_force(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Float64 brute force for queries z (B, d): exact by definition, used where float32 cannot help."""
+        higher = _FORMS[name].higher_is_nearer
+        out_ids = np.empty((z.shape[0], k), dtype=np.int64)
+        out_values = np.empty((z.shape[0], k))
+        for row in range(z.shape[0]):
+            values = KERNELS[name](z[row], self.mu_, self.sigma_, spread)  # (N,)
+            ids = _exact_top_k(values, k, higher)
+            out_ids[row], out_values[row] = ids, values[ids]
         return out_ids, out_values
 
-    def _key_threshold(self, form: _Form, tau: np.ndarray, query: _QueryFeatures, m: int) -> np.ndarray:
+    def _plan(self, name: str, z: np.ndarray, spread: np.ndarray, prepared: _Prepared) -> _Plan:
+        """Query features and error bounds for queries z (B, d)."""
+        spread_d = spread if spread.shape else np.full(self.dim_, spread)
+        query = _query_features(name, z - self.center_, spread_d, self.default_spread_)
+        phi = query.phi  # (B, m)
+        m = phi.shape[1]
+        query_norms = np.sqrt(np.add.reduceat(phi * phi, prepared.block_starts, axis=1))  # (B, n_blocks)
+        error_factor = 2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5)
+        underflow = 2.0**-140 * (m + np.abs(phi).sum(axis=1))  # (B,)
+        key_bound = query_norms @ prepared.max_norms  # (B,) >= sum_j |psi_ij| |phi_j| for every item i
+        # Rows whose features could overflow float32 are answered by float64 brute force instead
+        # (the comparisons are False for NaN, so those rows are excluded too).
+        usable = (query_norms.max(axis=1) < _FLOAT32_SAFE) & (key_bound < _FLOAT32_SAFE)  # (B,)
+        phi32 = (phi if usable.all() else np.where(usable[:, None], phi, 0.0)).astype(np.float32)  # (B, m)
+        return _Plan(
+            phi32=phi32,
+            query=query,
+            query_norms=query_norms,
+            error_factor=error_factor,
+            underflow=underflow,
+            max_error=error_factor * key_bound + underflow,
+            usable=usable,
+            slack=16.0 * (self.dim_ + m + 8) * _U64,
+        )
+
+    def _search_one(
+        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One query z (d,): the latency-critical path, with as few array operations as possible."""
+        if not plan.usable[0]:
+            ids, values = self._brute_force(z[None, :], name, k, spread)
+            return ids[0], values[0]
+        form = _FORMS[name]
+        n = self.n_items_
+        n_candidates = min(n, k + _EXTRA_CANDIDATES)
+        if self.backend == "faiss":
+            keys = None
+            keys_top, found = prepared.faiss_index.search(plan.phi32, min(n, n_candidates + 1))  # (1, M+1)
+            candidates = found[0, :n_candidates].astype(np.int64)
+            kappa = float(keys_top[0, -1]) if n_candidates < n else -math.inf
+        else:
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[0]))  # (N,) float32
+            candidates, kappa = self._select_one(keys, k, n_candidates)
+        # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit.
+        values = KERNELS[name](z, self.mu_[candidates], self.sigma_[candidates], spread)  # (M,)
+        order = np.lexsort((candidates, -values if form.higher_is_nearer else values))[:k]
+        ids, values = candidates[order], values[order]
+        query = plan.query
+        threshold = self._key_threshold(form, values[-1:], query.const[:1], query.const_magnitude[:1], plan.slack)
+        if kappa + plan.max_error[0] < threshold[0]:
+            return ids, values
+        return self._widen(prepared, plan, 0, keys, candidates, float(threshold[0]), z, name, spread, k)
+
+    def _select_one(self, keys: torch.Tensor, k: int, n_candidates: int) -> tuple[np.ndarray, float]:
+        """The n_candidates best of the float32 keys (N,) as int64 ids, and kappa, the best key left out."""
+        n, bs = self.n_items_, int(self.block_size)
+        n_full_blocks = n // bs
+        n_blocks_kept = k + _EXTRA_BLOCKS
+        if not (n_blocks_kept < n_full_blocks and n_candidates < n_blocks_kept * bs <= n // 2):
+            if n_candidates >= n:
+                return np.arange(n), -math.inf
+            top_keys, top = torch.topk(keys, n_candidates + 1)  # best first
+            return top.numpy()[:n_candidates], float(top_keys[-1])
+        # Partial sort of block maxima instead of all N keys: the best n_blocks_kept blocks (and the
+        # ragged tail) hold every key above the best maximum among the blocks left out.
+        block_max = keys[: n_full_blocks * bs].view(n_full_blocks, bs).amax(dim=1)  # (n_full_blocks,)
+        top_max, top_blocks = torch.topk(block_max, n_blocks_kept + 1)
+        gathered = (top_blocks.numpy()[:n_blocks_kept, None] * bs + np.arange(bs)).reshape(-1)  # (kept*bs,)
+        if n_full_blocks * bs < n:
+            gathered = np.concatenate([gathered, np.arange(n_full_blocks * bs, n)])
+        gathered_keys = keys.numpy()[gathered]
+        best = np.argpartition(gathered_keys, gathered_keys.shape[0] - n_candidates - 1)[-n_candidates - 1 :]
+        best = best[np.argsort(gathered_keys[best])]  # ascending: best[0] is the best key left out
+        kappa = max(float(gathered_keys[best[0]]), float(top_max[-1]))
+        return gathered[best[1:]], kappa
+
+    def _search_many(
+        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Queries z (B, d): one matrix product for all keys, then vectorised selection and rescoring."""
+        form = _FORMS[name]
+        batch = z.shape[0]
+        candidates, kappa, keys = self._candidates(prepared, plan.phi32, k)  # (B, M), (B,), (B, N) or None
+        cand_values = KERNELS[name](z[:, None, :], self.mu_[candidates], self.sigma_[candidates], spread)  # (B, M)
+        rows = np.arange(batch)[:, None]
+        order = np.lexsort((candidates, -cand_values if form.higher_is_nearer else cand_values), axis=-1)[:, :k]
+        out_ids = candidates[rows, order]  # (B, k)
+        out_values = cand_values[rows, order]
+        query = plan.query
+        threshold = self._key_threshold(form, out_values[:, -1], query.const, query.const_magnitude, plan.slack)
+        certified = plan.usable & (kappa + plan.max_error < threshold)
+        for row in np.flatnonzero(~certified):
+            if plan.usable[row]:
+                out_ids[row], out_values[row] = self._widen(
+                    prepared, plan, row, None if keys is None else keys[row], candidates[row],
+                    float(threshold[row]), z[row], name, spread, k,
+                )
+            else:
+                ids, values = self._brute_force(z[row : row + 1], name, k, spread)
+                out_ids[row], out_values[row] = ids[0], values[0]
+        return out_ids, out_values
+
+    @staticmethod
+    def _key_threshold(
+        form: _Form, tau: np.ndarray, const: np.ndarray, const_magnitude: np.ndarray, slack: float
+    ) -> np.ndarray:
         """Per query, a key t such that an item whose exact key is below t is strictly worse than tau.
 
-        tau is the k-th best float64 value among the candidates (B,). The slack covers float64 rounding
-        of the constant, of tau and of fn's last operations.
+        tau (B,) is the k-th best float64 value among the candidates; const (B,) relates keys to values.
+        The relative slack covers float64 rounding of the constant, of tau and of fn's last operations.
         """
-        rel = 16.0 * (self.dim_ + m + 8) * _U64
-        const = query.const
-        if form.squared:
+        if form.squared:  # value = sqrt(const - key) must stay above tau
             tau2 = tau * tau
-            return const - tau2 * (1.0 + rel) - rel * (tau2 + query.const_magnitude)
-        slack = rel * (np.abs(tau) + query.const_magnitude + np.abs(const))
-        if form.higher_is_nearer:
-            return tau - const - slack  # value = const + key must stay below tau
-        return const - tau - slack  # value = const - key must stay above tau
+            return const - tau2 * (1.0 + slack) - slack * (tau2 + const_magnitude)
+        margin = slack * (np.abs(tau) + const_magnitude + np.abs(const))
+        if form.higher_is_nearer:  # value = const + key must stay below tau
+            return tau - const - margin
+        return const - tau - margin  # value = const - key must stay above tau
 
     def _candidates(
         self, prepared: _Prepared, phi32: np.ndarray, k: int
@@ -646,26 +727,24 @@ class SearchIndex:
     def _widen(
         self,
         prepared: _Prepared,
-        phi32: np.ndarray,
+        plan: _Plan,
+        row: int,
         keys: torch.Tensor | None,
         candidates: np.ndarray,
         threshold: float,
-        error_factor: float,
-        underflow: float,
-        query_norms: np.ndarray,
         z: np.ndarray,
         name: str,
         spread: np.ndarray,
         k: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top k of one query when the first candidates could not be certified.
+        """Exact top k of query ``row`` when its first candidates could not be certified.
 
         Keeps every item whose float32 key plus its own error bound reaches the threshold (found
         through the per-block bounds first), rescores them with the candidates, and sorts.
         """
         if keys is None:  # the FAISS backend did not compute all keys
-            keys = torch.from_numpy(phi32[None, :]) @ prepared.features_t  # (1, N)
-            keys = keys[0]
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[row]))  # (N,)
+        error_factor, underflow, query_norms = plan.error_factor, float(plan.underflow[row]), plan.query_norms[row]
         n, bs = self.n_items_, int(self.block_size)
         n_full_blocks = n // bs
         qn = torch.from_numpy(query_norms.astype(np.float32))  # (n_blocks,)
