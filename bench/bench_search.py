@@ -1,0 +1,338 @@
+"""Benchmark: exact top-k search over the catalog, against the naive torch approach and the memory floor.
+
+Run from the repository root::
+
+    python bench/bench_search.py            # full run (N = 70,000 and 1,000,000), writes bench/results/search.md
+    python bench/bench_search.py --quick    # smoke run on a small catalog, prints the table only
+
+Items are synthetic, d = 10, k = 20, shaped like a VAE's posteriors: 7 active dimensions (mu ~ N(0, 1),
+sigma log-uniform in [0.03, 0.6]) and 3 collapsed ones (mu ~ N(0, 0.05^2), sigma ~ U(0.9, 1)).
+Queries are drawn from the prior N(0, I), as a user moving sliders would. For each score, each catalog
+size and each thread count (1, and torch's default) it reports the median latency per query of
+
+- (a) naive: the committed brute-force torch code below, in float32 (torch's default dtype), then
+  ``torch.topk``: ``Normal(mu, sigma).log_prob(z).sum(-1)`` for likelihood,
+  ``kl_divergence(Normal(z, s), Normal(mu, sigma)).sum(-1)`` for kl, the direct formula for the others;
+- (b) ``SearchIndex().search`` (exact, float64 results);
+- (c) ``SearchIndex(backend="faiss").search``;
+- (d) the memory floor: the fastest single read of the index's contiguous float32 feature matrix for
+  that score, with torch's flat ``.sum()``;
+
+plus the throughput of ``search_batch`` on 64 queries, and the ratios a/b and b/d. The index's top-k is
+also checked against the naive code run in float64 ("exact" column). Bhattacharyya's features depend on
+the spread s; the table times a fixed s (the dashboard moves z far more often than s), and the line
+under the table gives the cost of the first query at a new s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.distributions import Normal, kl_divergence
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: make the library importable
+    sys.path.insert(0, str(ROOT))
+
+from latent.scores import SCORES  # noqa: E402
+from latent.search import SearchIndex  # noqa: E402
+
+D = 10
+K = 20
+BATCH = 64
+DEFAULT_OUT = ROOT / "bench" / "results" / "search.md"
+
+# --------------------------------------------------------------------------------------------------
+# The naive approach: what one would write without an index. z (d,), s (d,), mu and sigma (N, d).
+
+Naive = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def naive_likelihood(z, mu, sigma, s, k):
+    return torch.topk(Normal(mu, sigma).log_prob(z).sum(-1), k)
+
+
+def naive_kl(z, mu, sigma, s, k):
+    return torch.topk(kl_divergence(Normal(z, s), Normal(mu, sigma)).sum(-1), k, largest=False)
+
+
+def naive_euclidean(z, mu, sigma, s, k):
+    return torch.topk(((z - mu) ** 2).sum(-1).sqrt(), k, largest=False)
+
+
+def naive_mahalanobis(z, mu, sigma, s, k):
+    return torch.topk((((z - mu) / sigma) ** 2).sum(-1).sqrt(), k, largest=False)
+
+
+def naive_kl_reverse(z, mu, sigma, s, k):
+    values = (torch.log(s / sigma) + (sigma**2 + (mu - z) ** 2) / (2 * s**2) - 0.5).sum(-1)
+    return torch.topk(values, k, largest=False)
+
+
+def naive_jeffreys(z, mu, sigma, s, k):
+    forward = torch.log(sigma / s) + (s**2 + (z - mu) ** 2) / (2 * sigma**2) - 0.5
+    reverse = torch.log(s / sigma) + (sigma**2 + (mu - z) ** 2) / (2 * s**2) - 0.5
+    return torch.topk((forward + reverse).sum(-1), k, largest=False)
+
+
+def naive_bhattacharyya(z, mu, sigma, s, k):
+    var_sum = s**2 + sigma**2
+    values = ((z - mu) ** 2 / (4 * var_sum) + 0.5 * torch.log(var_sum / (2 * s * sigma))).sum(-1)
+    return torch.topk(values, k, largest=False)
+
+
+def naive_wasserstein2(z, mu, sigma, s, k):
+    return torch.topk((((z - mu) ** 2).sum(-1) + ((s - sigma) ** 2).sum(-1)).sqrt(), k, largest=False)
+
+
+NAIVE: dict[str, Naive] = {
+    "likelihood": naive_likelihood,
+    "euclidean": naive_euclidean,
+    "mahalanobis": naive_mahalanobis,
+    "kl": naive_kl,
+    "kl_reverse": naive_kl_reverse,
+    "jeffreys": naive_jeffreys,
+    "bhattacharyya": naive_bhattacharyya,
+    "wasserstein2": naive_wasserstein2,
+}
+
+# --------------------------------------------------------------------------------------------------
+
+
+def synthetic_catalog(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """mu and sigma, float64 (n, D), shaped like a VAE's posteriors (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    active = 7
+    mu = rng.normal(size=(n, D))
+    mu[:, active:] *= 0.05
+    sigma = np.exp(rng.uniform(np.log(0.03), np.log(0.6), size=(n, D)))
+    sigma[:, active:] = rng.uniform(0.9, 1.0, size=(n, D - active))
+    return mu, sigma
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import faiss
+
+        faiss_version = faiss.__version__
+    except ImportError:
+        faiss_version = "not installed"
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"numpy {np.__version__}, faiss-cpu {faiss_version}; torch default threads {torch.get_num_threads()}"
+    )
+
+
+def median_seconds(fn: Callable[[int], object], repeats: int) -> float:
+    """Median wall time of fn(i) over i = 0..repeats-1, after one warm-up call."""
+    fn(0)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def min_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def set_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+@dataclass
+class Row:
+    n: int
+    threads: int
+    score: str
+    naive_s: float
+    index_s: float
+    faiss_s: float | None
+    floor_s: float
+    batch_qps: float
+    faiss_batch_qps: float | None
+    exact: bool
+
+
+def check_exact(index: SearchIndex, name: str, queries: np.ndarray, mu: np.ndarray, sigma: np.ndarray, spread: np.ndarray) -> bool:
+    """Does the index's top-k equal the naive code's top-k, run in float64?"""
+    mu64, sigma64, s64 = torch.from_numpy(mu), torch.from_numpy(sigma), torch.from_numpy(spread)
+    for z in queries:
+        ids, values = index.search(z, name, K)
+        naive_values, naive_ids = NAIVE[name](torch.from_numpy(z), mu64, sigma64, s64, K)
+        if not np.array_equal(np.sort(ids), np.sort(naive_ids.numpy())):
+            return False
+        if not np.allclose(values, naive_values.numpy(), rtol=1e-9, atol=1e-9):
+            return False
+    return True
+
+
+def bench_size(n: int, thread_counts: list[int], repeats: int, naive_repeats: int, with_faiss: bool, log) -> list[Row]:
+    mu, sigma = synthetic_catalog(n)
+    start = time.perf_counter()
+    index = SearchIndex().fit(mu, sigma)
+    log(f"N={n:,}: fitted the torch index in {time.perf_counter() - start:.1f} s")
+    faiss_index = None
+    if with_faiss:
+        start = time.perf_counter()
+        faiss_index = SearchIndex(backend="faiss").fit(mu, sigma)
+        log(f"N={n:,}: fitted the faiss index in {time.perf_counter() - start:.1f} s")
+    spread = index.default_spread_
+    mu32, sigma32 = torch.from_numpy(mu.astype(np.float32)), torch.from_numpy(sigma.astype(np.float32))
+    s32 = torch.from_numpy(spread.astype(np.float32))
+    rng = np.random.default_rng(1)
+    queries = rng.normal(size=(max(repeats, naive_repeats) + 1, D))
+    queries32 = torch.from_numpy(queries.astype(np.float32))
+    batch = rng.normal(size=(BATCH, D))
+
+    start = time.perf_counter()
+    index.search(queries[0], "bhattacharyya", K, s=spread * 1.01)
+    cold = time.perf_counter() - start
+    log(f"N={n:,}: first bhattacharyya query at a new spread: {cold * 1e3:.1f} ms (builds its features)")
+
+    rows = []
+    for threads in thread_counts:
+        set_threads(threads)
+        for name in SCORES:
+            naive = NAIVE[name]
+            naive_s = median_seconds(lambda i: naive(queries32[i], mu32, sigma32, s32, K), naive_repeats)
+            index_s = median_seconds(lambda i: index.search(queries[i], name, K), repeats)
+            faiss_s = faiss_batch = None
+            if faiss_index is not None:
+                faiss_s = median_seconds(lambda i: faiss_index.search(queries[i], name, K), repeats)
+                faiss_batch = BATCH / median_seconds(lambda i: faiss_index.search_batch(batch, name, K), 3)
+            matrix = index._prepared_for(name, spread).features_t  # (m, N) float32, what the index reads
+            floor_s = min_seconds(lambda: matrix.sum(), repeats)
+            batch_qps = BATCH / median_seconds(lambda i: index.search_batch(batch, name, K), 3)
+            exact = check_exact(index, name, queries[:3], mu, sigma, spread) if threads == thread_counts[0] else True
+            rows.append(Row(n, threads, name, naive_s, index_s, faiss_s, floor_s, batch_qps, faiss_batch, exact))
+            log(f"N={n:,} threads={threads} {name}: naive {naive_s * 1e3:.2f} ms, index {index_s * 1e3:.3f} ms")
+    return rows, cold
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def render(rows: list[Row], colds: dict[int, float], header: str) -> str:
+    lines = [
+        header,
+        "",
+        f"d = {D}, k = {K}; median latency per query in ms; batch = {BATCH} queries per call, in queries/s.",
+        "",
+        "| N | threads | score | (a) naive | (b) index | (c) faiss | (d) floor | a/b | b/d | batch index q/s | batch faiss q/s | exact |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.n:,} | {r.threads} | {r.score} | {ms(r.naive_s)} | {ms(r.index_s)} | {ms(r.faiss_s)} | "
+            f"{ms(r.floor_s)} | {r.naive_s / r.index_s:.1f} | {r.index_s / r.floor_s:.2f} | {r.batch_qps:,.0f} | "
+            f"{'-' if r.faiss_batch_qps is None else f'{r.faiss_batch_qps:,.0f}'} | {'yes' if r.exact else 'NO'} |"
+        )
+    lines.append("")
+    for n, cold in colds.items():
+        lines.append(f"- N = {n:,}: the first bhattacharyya query at a new spread s takes {cold * 1e3:.1f} ms (it builds that s's features).")
+    lines.append("")
+    lines.extend(target_lines(rows))
+    return "\n".join(lines) + "\n"
+
+
+def target_lines(rows: list[Row]) -> list[str]:
+    """The issue's targets, checked on this run's ratios."""
+    out = ["Targets (from this run):"]
+    at_70k = [r for r in rows if r.n == 70_000]
+    at_1m = [r for r in rows if r.n == 1_000_000 and r.threads == 1]
+    if at_70k:
+        misses = [f"{r.score} ({r.threads} thr: {r.naive_s / r.index_s:.1f}x)" for r in at_70k if r.naive_s / r.index_s < 8]
+        out.append(f"- 70k, index >= 8x faster than naive for every score: {'met' if not misses else 'MISSED: ' + ', '.join(misses)}")
+    if at_1m:
+        misses = [f"{r.score} ({r.naive_s / r.index_s:.1f}x)" for r in at_1m if r.naive_s / r.index_s < 30]
+        out.append(f"- 1M, one thread, index >= 30x faster than naive: {'met' if not misses else 'MISSED: ' + ', '.join(misses)}")
+    misses = [
+        f"{r.score} (N={r.n:,}, {r.threads} thr: {r.index_s / r.floor_s:.2f}x)"
+        for r in rows
+        if r.index_s / r.floor_s > (8 if r.score == "bhattacharyya" else 3)
+    ]
+    out.append(f"- index within 3x of the floor (bhattacharyya 8x): {'met' if not misses else 'MISSED: ' + ', '.join(misses)}")
+    out.append(f"- index top-k equals the naive float64 top-k: {'yes' if all(r.exact for r in rows) else 'NO'}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: a small catalog, few repeats, no file")
+    parser.add_argument("--n", type=int, nargs="+", help="catalog sizes (default: 70000 1000000; --quick: 5000)")
+    parser.add_argument("--out", type=Path, help=f"write the table here (default for a full run: {DEFAULT_OUT})")
+    parser.add_argument("--no-faiss", action="store_true", help="skip the FAISS backend")
+    args = parser.parse_args(argv)
+
+    sizes = args.n or ([5_000] if args.quick else [70_000, 1_000_000])
+    default_threads = torch.get_num_threads()
+    thread_counts = sorted({1, default_threads})
+    with_faiss = not args.no_faiss
+    if with_faiss:
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            with_faiss = False
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    header = f"# Search benchmark\n\nMachine: {machine()}."
+    rows: list[Row] = []
+    colds: dict[int, float] = {}
+    for n in sizes:
+        if args.quick:
+            repeats, naive_repeats = 5, 3
+        else:
+            repeats = 200 if n <= 100_000 else 40
+            naive_repeats = 30 if n <= 100_000 else 5
+        size_rows, colds[n] = bench_size(n, thread_counts, repeats, naive_repeats, with_faiss, log)
+        rows.extend(size_rows)
+    set_threads(default_threads)
+
+    table = render(rows, colds, header)
+    print(table)
+    out = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+        log(f"wrote {out}")
+    return 0 if all(r.exact for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

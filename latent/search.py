@@ -1,0 +1,765 @@
+r"""Exact, fast top-k search of the catalog under any score of :mod:`latent.scores`.
+
+:class:`SearchIndex` is fitted once on the catalog's ``mu`` and ``sigma`` (both shape (N, d)) and then
+answers queries: :meth:`~SearchIndex.search` (one query), :meth:`~SearchIndex.search_batch` (many) and
+:meth:`~SearchIndex.scores_all` (every item's score, for full rankings). Results are exact: the top-k
+returned, with their float64 scores, are exactly what sorting ``SCORES[name].fn(z, mu, sigma, s)`` over
+the whole catalog gives, nearest first and ties broken by the lower item index.
+
+Linear feature maps
+-------------------
+Every score except bhattacharyya is, up to a monotone map, an inner product between per-item features
+psi(x) and per-query features phi(z, s). Write y = z - c and m = mu - c for a fixed centre c (the
+catalog's mean mu; the scores only depend on z - mu, and centring keeps float32 cancellation small),
+a = 1/sigma^2 and w = 1/(2 s^2), all per dimension, and let "key" be psi . phi, higher = nearer:
+
+* likelihood: log q(z|x) = sum[-(y - m)^2 a/2 - log sigma] - (d/2) log 2pi
+  = sum y^2 (-a/2) + sum y (m a) + sum(-m^2 a/2 - log sigma) - (d/2) log 2pi, so
+  psi = [-a/2, m a, sum(-m^2 a/2 - log sigma)], phi = [y^2, y, 1], value = key - (d/2) log 2pi.
+* kl: KL = sum[log sigma - log s + (s^2 + (y - m)^2) a/2 - 1/2]
+  = sum (s^2 + y^2)(a/2) - sum y (m a) + sum(m^2 a/2 + log sigma) - sum log s - d/2, so it shares
+  likelihood's psi, with phi = [s^2 + y^2, y, 1] and value = (-sum log s - d/2) - key. (This is the
+  identity kl = -log q(z|x) + sum s^2/(2 sigma^2) + c(s).)
+* mahalanobis^2 = sum (y - m)^2 a = sum y^2 a - 2 sum y m a + sum m^2 a:
+  psi = [-a, 2 m a, -sum m^2 a], phi = [y^2, y, 1], value = sqrt(-key).
+* kl_reverse = sum[log s - log sigma + (sigma^2 + (m - y)^2) w - 1/2]
+  = sum w (sigma^2 + m^2) - sum 2 w y m - sum log sigma + sum(log s + w y^2 - 1/2):
+  psi = [-(sigma^2 + m^2), m, sum log sigma], phi = [w, 2 w y, 1], value = sum(log s + w y^2 - 1/2) - key.
+* jeffreys = kl + kl_reverse = sum[(s^2 + y^2) a/2 - y m a + m^2 a/2 + w (sigma^2 + m^2) - 2 w y m + w y^2 - 1]:
+  psi = [-a/2, m a, -(sigma^2 + m^2), m, -sum m^2 a/2], phi = [s^2 + y^2, y, w, 2 w y, 1] (4d + 1
+  features), value = sum(w y^2 - 1) - key.
+* wasserstein2^2 = sum (y - m)^2 + sum (t - r)^2 with t = s - c_s and r = sigma - c_s for a fixed spread
+  centre c_s (the default spread; only s - sigma matters) = sum(y^2 + t^2) - 2 sum y m - 2 sum t r
+  + sum(m^2 + r^2): psi = [2 m, 2 r, -sum(m^2 + r^2)], phi = [y, t, 1], value = sqrt(sum(y^2 + t^2) - key).
+* euclidean^2 = sum y^2 - 2 sum y m + sum m^2: psi = [2 m, -sum m^2], phi = [y, 1] (d + 1 features),
+  value = sqrt(sum y^2 - key).
+* bhattacharyya mixes s into each item's variance, v = sigma^2 + s^2, so it is not linear in features
+  that are independent of s. For one fixed s it is: with b = 1/(4 v),
+  D_B = sum (y - m)^2 b + (1/2) log(v / (2 s sigma))
+  = sum y^2 b - 2 sum y m b + sum(m^2 b + (1/2) log v - (1/2) log sigma) - (1/2) sum log(2 s), so
+  psi_s = [-b, 2 m b, -sum(m^2 b + log(v)/2 - log(sigma)/2)], phi = [y^2, y, 1] and
+  value = -(1/2) sum log(2 s) - key. The index builds psi_s directly and vectorised the first time it
+  sees a spread s and keeps the last few, so moving z at a fixed s costs one inner product per item.
+
+Exactness
+---------
+Per query the index computes all keys in float32 with one matrix-vector product over the contiguous
+feature matrix (stored transposed, (m, N), so the product streams it), picks an over-fetched candidate
+set from it (the top blocks of ``block_size`` items by their maximum key, then the best keys among
+them), and rescores the candidates in float64 with the same kernel as ``fn``. The float32 key of item i
+differs from the exact psi . phi by at most
+
+    E_i = 2 (m + 3) u / (1 - (m + 3) u) * sum_j |psi_ij| |phi_j| + eta,     u = 2^-24,
+
+(rounding psi and phi to float32, then any summation order, with or without FMA; the factor 2 also
+covers the float64 errors of building psi and of ``fn`` itself, which are 2^29 times smaller, and eta
+covers float32 underflow). The sum is bounded per item by Cauchy-Schwarz over the feature blocks,
+sum_b ||psi_i,b||_2 ||phi_b||_2, precomputed per item, per block of items and for the whole catalog.
+After rescoring, tau is the k-th best float64 value among the candidates; it is turned into a key
+threshold t (with a float64 slack) such that any item whose exact key is below t is strictly worse
+than tau. Every item outside the candidates has a float32 key no higher than a known kappa (the best
+key left out), so if kappa + E_max < t no left-out item can enter the top k, even on a tie. Otherwise
+the candidate set is widened to every item whose own bound key_i + E_i reaches t (found through the
+per-block bounds, then per item) and rescored; that set provably contains the top k. Features too large
+for float32 fall back to float64 brute force, which is exact by definition.
+
+Thread safety: after ``fit`` the index is only read, except for a small lock-protected cache of
+bhattacharyya features by spread, so one fitted index can serve many threads. The library never
+changes torch's or FAISS's thread counts; callers (the benchmark) may.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+
+from latent.scores import (
+    KERNELS,
+    SCORES,
+    check_catalog,
+    check_queries,
+    check_query,
+    check_spread,
+    default_spread,
+    get_score,
+)
+
+#: Search backends by name: "torch" (default) and "faiss" (FAISS's exact inner-product index).
+BACKENDS: tuple[str, ...] = ("torch", "faiss")
+
+#: Scores searched through a linear feature map with spread-independent features.
+LINEAR_SCORES: tuple[str, ...] = ("likelihood", "kl", "mahalanobis", "kl_reverse", "jeffreys", "wasserstein2", "euclidean")
+
+_U32 = 2.0**-24  # float32 unit roundoff
+_U64 = 2.0**-53  # float64 unit roundoff
+_FLOAT32_SAFE = 1e30  # features or keys beyond this could overflow float32: use float64 brute force
+_SPREAD_CACHE_SIZE = 4  # bhattacharyya feature matrices kept, by spread
+_EXTRA_BLOCKS = 8  # blocks gathered beyond k, so the left-out maximum is usually well below the k-th key
+_EXTRA_CANDIDATES = 24  # candidates rescored beyond k
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The index is used before :meth:`SearchIndex.fit` (same bases as scikit-learn's)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Feature maps. Each returns float64 arrays; see the module docstring for the derivations.
+
+
+@dataclass(frozen=True)
+class _ItemFeatures:
+    psi: np.ndarray  # (N, m) float64 item features, key = psi @ phi, higher = nearer
+    const_magnitude: np.ndarray  # (N,) sum of |parts| of the constant column, >= |psi[:, -1]|
+
+
+@dataclass(frozen=True)
+class _QueryFeatures:
+    phi: np.ndarray  # (B, m) float64 query features
+    const: np.ndarray  # (B,) value = const + key (higher nearer) or const - key (lower), before any sqrt
+    const_magnitude: np.ndarray  # (B,) sum of |parts| of const, for the float64 slack
+
+
+@dataclass(frozen=True)
+class _Form:
+    blocks: tuple[str, ...]  # widths of the feature blocks: "d" or "1"
+    squared: bool  # value = sqrt(const - key) instead of const -/+ key
+    higher_is_nearer: bool
+    spread_features: bool  # psi depends on s (bhattacharyya)
+
+
+_FORMS: dict[str, _Form] = {
+    "likelihood": _Form(("d", "d", "1"), squared=False, higher_is_nearer=True, spread_features=False),
+    "kl": _Form(("d", "d", "1"), squared=False, higher_is_nearer=False, spread_features=False),
+    "mahalanobis": _Form(("d", "d", "1"), squared=True, higher_is_nearer=False, spread_features=False),
+    "kl_reverse": _Form(("d", "d", "1"), squared=False, higher_is_nearer=False, spread_features=False),
+    "jeffreys": _Form(("d", "d", "d", "d", "1"), squared=False, higher_is_nearer=False, spread_features=False),
+    "wasserstein2": _Form(("d", "d", "1"), squared=True, higher_is_nearer=False, spread_features=False),
+    "euclidean": _Form(("d", "1"), squared=True, higher_is_nearer=False, spread_features=False),
+    "bhattacharyya": _Form(("d", "d", "1"), squared=False, higher_is_nearer=False, spread_features=True),
+}
+
+#: Scores that share another score's item features (kl is likelihood with a different query map).
+_SHARED_FEATURES = {"kl": "likelihood"}
+
+
+def _column(values: np.ndarray) -> np.ndarray:
+    return values[:, None]
+
+
+def item_features(
+    name: str,
+    mu: ArrayLike,
+    sigma: ArrayLike,
+    center: ArrayLike | None = None,
+    spread_center: ArrayLike | None = None,
+    s: ArrayLike | float | None = None,
+) -> np.ndarray:
+    """The item features psi of shape (N, m) for a linear score (m = 2d+1, d+1 for euclidean, 4d+1 for jeffreys).
+
+    ``center`` (d,) defaults to 0 and ``spread_center`` (d,) to 0; the index uses the catalog mean and
+    the default spread. ``s`` is needed only for bhattacharyya (None: the default spread). Together with
+    :func:`query_features` and :func:`value_from_key` this reproduces ``SCORES[name].fn`` (see the module
+    docstring for the derivation of each map).
+    """
+    mu_array, sigma_array = check_catalog(mu, sigma)
+    d = mu_array.shape[1]
+    centre = np.zeros(d) if center is None else check_query(center, d)
+    spread_centre = np.zeros(d) if spread_center is None else check_query(spread_center, d)
+    if name not in _FORMS:
+        raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
+    spread = None
+    if _FORMS[name].spread_features:
+        spread = default_spread(sigma_array) if s is None else np.broadcast_to(check_spread(s, d), (d,))
+    return _item_features(name, mu_array - centre, sigma_array, np.log(sigma_array), spread_centre, spread).psi
+
+
+def _item_features(
+    name: str,
+    m: np.ndarray,
+    sigma: np.ndarray,
+    log_sigma: np.ndarray,
+    spread_centre: np.ndarray,
+    s: np.ndarray | None,
+) -> _ItemFeatures:
+    """psi for centred means m (N, d), sigma (N, d), log sigma (N, d); s (d,) for bhattacharyya only."""
+    name = _SHARED_FEATURES.get(name, name)
+    if name == "likelihood":
+        a = 1.0 / (sigma * sigma)  # (N, d)
+        half_m2a = 0.5 * m * m * a  # (N, d)
+        const = -(half_m2a + log_sigma).sum(axis=1)  # (N,)
+        magnitude = (half_m2a + np.abs(log_sigma)).sum(axis=1)
+        psi = np.concatenate([-0.5 * a, m * a, _column(const)], axis=1)  # (N, 2d+1)
+    elif name == "mahalanobis":
+        a = 1.0 / (sigma * sigma)
+        const = -(m * m * a).sum(axis=1)
+        magnitude = -const
+        psi = np.concatenate([-a, 2.0 * m * a, _column(const)], axis=1)
+    elif name == "kl_reverse":
+        const = log_sigma.sum(axis=1)
+        magnitude = np.abs(log_sigma).sum(axis=1)
+        psi = np.concatenate([-(sigma * sigma + m * m), m, _column(const)], axis=1)
+    elif name == "jeffreys":
+        a = 1.0 / (sigma * sigma)
+        const = -0.5 * (m * m * a).sum(axis=1)
+        magnitude = -const
+        psi = np.concatenate([-0.5 * a, m * a, -(sigma * sigma + m * m), m, _column(const)], axis=1)  # (N, 4d+1)
+    elif name == "wasserstein2":
+        r = sigma - spread_centre  # (N, d)
+        const = -(m * m + r * r).sum(axis=1)
+        magnitude = -const
+        psi = np.concatenate([2.0 * m, 2.0 * r, _column(const)], axis=1)
+    elif name == "euclidean":
+        const = -(m * m).sum(axis=1)
+        magnitude = -const
+        psi = np.concatenate([2.0 * m, _column(const)], axis=1)  # (N, d+1)
+    elif name == "bhattacharyya":
+        assert s is not None
+        v = sigma * sigma + s * s  # (N, d) summed variances
+        b = 0.25 / v
+        m2b = m * m * b
+        log_v = np.log(v)
+        const = -(m2b + 0.5 * log_v - 0.5 * log_sigma).sum(axis=1)
+        magnitude = (m2b + 0.5 * np.abs(log_v) + 0.5 * np.abs(log_sigma)).sum(axis=1)
+        psi = np.concatenate([-b, 2.0 * m * b, _column(const)], axis=1)
+    else:  # pragma: no cover - _FORMS and this function list the same names
+        raise ValueError(f"no feature map for {name!r}")
+    return _ItemFeatures(psi=np.ascontiguousarray(psi), const_magnitude=magnitude)
+
+
+def query_features(
+    name: str,
+    z: ArrayLike,
+    s: ArrayLike | float,
+    center: ArrayLike | None = None,
+    spread_center: ArrayLike | None = None,
+) -> tuple[np.ndarray, float]:
+    """The query features phi (m,) and the constant c of a linear score, for one query z (d,) and spread s.
+
+    With psi from :func:`item_features` (same centres), ``value_from_key(name, psi @ phi, c)`` equals
+    ``SCORES[name].fn(z, mu, sigma, s)`` up to float64 rounding.
+    """
+    z_array = np.asarray(z, dtype=np.float64)
+    d = z_array.shape[0] if z_array.ndim == 1 else -1
+    z_array = check_query(z_array, d)[None, :]  # (1, d)
+    spread = np.broadcast_to(check_spread(s, d), (d,))
+    centre = np.zeros(d) if center is None else check_query(center, d)
+    spread_centre = np.zeros(d) if spread_center is None else check_query(spread_center, d)
+    if name not in _FORMS:
+        raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
+    query = _query_features(name, z_array - centre, spread, spread_centre)
+    return query.phi[0], float(query.const[0])
+
+
+def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_centre: np.ndarray) -> _QueryFeatures:
+    """phi (B, m) for centred queries y (B, d) and spread s (d,)."""
+    batch, d = y.shape
+    ones = np.ones((batch, 1))
+    zeros = np.zeros(batch)
+    y2 = y * y  # (B, d)
+    if name in ("likelihood", "mahalanobis"):
+        phi = np.concatenate([y2, y, ones], axis=1)
+        const = np.full(batch, -0.5 * d * math.log(2.0 * math.pi)) if name == "likelihood" else zeros
+        magnitude = np.abs(const)
+    elif name == "kl":
+        phi = np.concatenate([s * s + y2, y, ones], axis=1)
+        log_s_sum = float(np.log(s).sum())
+        const = np.full(batch, -log_s_sum - 0.5 * d)
+        magnitude = np.full(batch, float(np.abs(np.log(s)).sum()) + 0.5 * d)
+    elif name == "kl_reverse":
+        w = 0.5 / (s * s)  # (d,)
+        phi = np.concatenate([np.repeat(w[None, :], batch, axis=0), 2.0 * w * y, ones], axis=1)
+        wy2 = (w * y2).sum(axis=1)  # (B,)
+        const = float(np.log(s).sum()) + wy2 - 0.5 * d
+        magnitude = float(np.abs(np.log(s)).sum()) + wy2 + 0.5 * d
+    elif name == "jeffreys":
+        w = 0.5 / (s * s)
+        phi = np.concatenate([s * s + y2, y, np.repeat(w[None, :], batch, axis=0), 2.0 * w * y, ones], axis=1)
+        wy2 = (w * y2).sum(axis=1)
+        const = wy2 - d
+        magnitude = wy2 + d
+    elif name == "wasserstein2":
+        t = s - spread_centre  # (d,)
+        phi = np.concatenate([y, np.repeat(t[None, :], batch, axis=0), ones], axis=1)
+        const = y2.sum(axis=1) + float((t * t).sum())
+        magnitude = const
+    elif name == "euclidean":
+        phi = np.concatenate([y, ones], axis=1)
+        const = y2.sum(axis=1)
+        magnitude = const
+    elif name == "bhattacharyya":
+        phi = np.concatenate([y2, y, ones], axis=1)
+        half_log_2s = 0.5 * np.log(2.0 * s)
+        const = np.full(batch, -float(half_log_2s.sum()))
+        magnitude = np.full(batch, float(np.abs(half_log_2s).sum()))
+    else:  # pragma: no cover
+        raise ValueError(f"no feature map for {name!r}")
+    return _QueryFeatures(phi=np.ascontiguousarray(phi), const=const, const_magnitude=magnitude)
+
+
+def value_from_key(name: str, key: ArrayLike, const: float) -> np.ndarray:
+    """Natural-unit values from keys psi . phi: const + key, const - key, or sqrt(const - key) for the
+    squared distances (euclidean, mahalanobis, wasserstein2). Shapes follow ``key``."""
+    form = _FORMS[name]
+    key_array = np.asarray(key, dtype=np.float64)
+    if form.squared:
+        return np.sqrt(np.maximum(const - key_array, 0.0))
+    return const + key_array if form.higher_is_nearer else const - key_array
+
+
+# --------------------------------------------------------------------------------------------------
+# Prepared features for one score (and, for bhattacharyya, one spread).
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    features_t: torch.Tensor | None  # (m, N) float32, contiguous; None: float64 brute force only
+    block_widths: tuple[int, ...]  # feature block widths, summing to m
+    block_starts: np.ndarray  # (n_blocks,) first column of each feature block
+    item_norms: torch.Tensor | None  # (N, n_blocks) float32, per-item bounds on ||psi_i,b||_2, rounded up
+    block_norms: np.ndarray | None  # (N // block_size, n_blocks) float64, per item-block maxima of item_norms
+    max_norms: np.ndarray | None  # (n_blocks,) float64, catalog maxima of item_norms
+    faiss_index: Any  # faiss.IndexFlatIP over psi, or None
+
+
+def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, backend: str) -> _Prepared:
+    psi = features.psi  # (N, m)
+    widths = tuple(d if width == "d" else 1 for width in form.blocks)
+    starts = np.cumsum((0,) + widths[:-1])
+    if not np.isfinite(psi).all() or np.abs(psi).max() >= _FLOAT32_SAFE:
+        return _Prepared(None, widths, starts, None, None, None, None)
+    n = psi.shape[0]
+    norms = np.empty((n, len(widths)))
+    start = 0
+    for b, width in enumerate(widths):
+        part = psi[:, start : start + width]  # (N, width)
+        norms[:, b] = np.sqrt((part * part).sum(axis=1))
+        start += width
+    norms[:, -1] = np.maximum(norms[:, -1], features.const_magnitude)  # constant column: its parts' magnitude
+    norms *= 1.0 + 1e-6  # round up, so the float32 copy is still an upper bound
+    n_full_blocks = n // block_size
+    block_norms = norms[: n_full_blocks * block_size].reshape(n_full_blocks, block_size, len(widths)).max(axis=1)
+    psi32 = psi.astype(np.float32)  # (N, m)
+    faiss_index = None
+    if backend == "faiss":
+        import faiss  # optional dependency: imported only when asked for
+
+        faiss_index = faiss.IndexFlatIP(psi32.shape[1])
+        faiss_index.add(np.ascontiguousarray(psi32))
+    return _Prepared(
+        features_t=torch.from_numpy(np.ascontiguousarray(psi32.T)),  # (m, N)
+        block_widths=widths,
+        block_starts=starts,
+        item_norms=torch.from_numpy(norms.astype(np.float32)),
+        block_norms=block_norms,
+        max_norms=norms.max(axis=0),
+        faiss_index=faiss_index,
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Per-query features and float32 error bounds for B queries."""
+
+    phi32: np.ndarray  # (B, m) float32 query features (zeros on rows that are not usable)
+    query: _QueryFeatures
+    query_norms: np.ndarray  # (B, n_blocks) norms of phi's feature blocks
+    error_factor: float  # E_i = error_factor * sum_b ||psi_i,b|| ||phi_b|| + underflow
+    underflow: np.ndarray  # (B,)
+    max_error: np.ndarray  # (B,) error bound valid for every item
+    usable: np.ndarray  # (B,) bool: float32 cannot overflow for this query
+    slack: float  # relative float64 slack for the key threshold
+
+
+# --------------------------------------------------------------------------------------------------
+# Exact ranking helpers.
+
+
+def _order(values: np.ndarray, ids: np.ndarray, higher_is_nearer: bool) -> np.ndarray:
+    """Positions that sort 1-D values nearest first, ties by lower id."""
+    return np.lexsort((ids, -values if higher_is_nearer else values))
+
+
+def _exact_top_k(values: np.ndarray, k: int, higher_is_nearer: bool) -> np.ndarray:
+    """Indices of the k nearest of all N float64 values (N,), nearest first, ties by lower index."""
+    n = values.shape[0]
+    nearness = -values if higher_is_nearer else values  # lower = nearer
+    if k >= n:
+        return np.lexsort((np.arange(n), nearness))
+    kth = np.partition(nearness, k - 1)[k - 1]
+    ids = np.flatnonzero(nearness <= kth)  # every item as near as the k-th, ties included
+    return ids[np.lexsort((ids, nearness[ids]))][:k]
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be a non-negative integer (0 gives empty results, k > N gives all N); got {k!r}")
+    return int(k)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class SearchIndex:
+    """Exact top-k search over a catalog of diagonal Gaussians, for every score in :data:`SCORES`.
+
+    scikit-learn's estimator contract: ``__init__`` stores parameters only, :meth:`fit` validates the
+    catalog, precomputes features and returns ``self``, and fitted state ends in ``_``.
+
+    Args:
+        backend: "torch" (default): one float32 matrix-vector product per query with torch; or "faiss":
+            the candidates come from FAISS's exact inner-product index (``faiss.IndexFlatIP``). Both give
+            identical, exact results.
+        block_size: items per block for the candidate selection (the top blocks by maximum key are
+            gathered instead of partially sorting all N keys).
+
+    Fitted attributes:
+        mu_, sigma_: float64 (N, d) read-only copies of the catalog.
+        n_items_, dim_: N and d.
+        center_: (d,) the catalog mean of mu, the origin of the feature maps.
+        default_spread_: (d,) the spread used when ``s`` is None: :func:`latent.scores.default_spread`.
+        features_: per-score prepared float32 features (private layout).
+    """
+
+    def __init__(self, backend: str = "torch", block_size: int = 64) -> None:
+        self.backend = backend
+        self.block_size = block_size
+
+    # -- fitting -----------------------------------------------------------------------------------
+
+    def fit(self, mu: ArrayLike, sigma: ArrayLike) -> SearchIndex:
+        """Validate the catalog, mu and sigma of shape (N, d), precompute every score's features; return self."""
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if isinstance(self.block_size, bool) or not isinstance(self.block_size, (int, np.integer)) or self.block_size < 1:
+            raise ValueError(f"block_size must be a positive integer; got {self.block_size!r}")
+        mu_array, sigma_array = check_catalog(mu, sigma)
+        mu_copy = np.array(mu_array, dtype=np.float64, order="C", copy=True)
+        sigma_copy = np.array(sigma_array, dtype=np.float64, order="C", copy=True)
+        log_sigma = np.log(sigma_copy)
+        for array in (mu_copy, sigma_copy, log_sigma):
+            array.flags.writeable = False
+        n, d = mu_copy.shape
+        self.mu_ = mu_copy
+        self.sigma_ = sigma_copy
+        self.n_items_ = n
+        self.dim_ = d
+        self.center_ = mu_copy.mean(axis=0)
+        self.default_spread_ = default_spread(sigma_copy)
+        self._log_sigma_ = log_sigma
+        self._centred_mu_ = mu_copy - self.center_
+        prepared: dict[str, _Prepared] = {}
+        for name in LINEAR_SCORES:
+            source = _SHARED_FEATURES.get(name)
+            if source is not None and source in prepared:
+                prepared[name] = prepared[source]
+                continue
+            features = _item_features(name, self._centred_mu_, sigma_copy, log_sigma, self.default_spread_, None)
+            prepared[name] = _prepare(features, d, _FORMS[name], int(self.block_size), self.backend)
+        self.features_ = prepared
+        self._spread_cache_: OrderedDict[bytes, _Prepared] = OrderedDict()
+        self._lock_ = threading.Lock()
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "features_"):
+            raise NotFittedError("this SearchIndex is not fitted yet; call fit(mu, sigma) first")
+
+    def _spread(self, s: ArrayLike | float | None) -> np.ndarray:
+        """The spread as float64 of shape () or (d,): the default when None, checked when given."""
+        if s is None:
+            return self.default_spread_
+        return check_spread(s, self.dim_)
+
+    def _prepared_for(self, name: str, spread: np.ndarray) -> _Prepared:
+        if not _FORMS[name].spread_features:
+            return self.features_[name]
+        spread_d = np.ascontiguousarray(np.broadcast_to(spread, (self.dim_,)))
+        cache_key = spread_d.tobytes()
+        with self._lock_:
+            cached = self._spread_cache_.get(cache_key)
+            if cached is not None:
+                self._spread_cache_.move_to_end(cache_key)
+                return cached
+        features = _item_features(name, self._centred_mu_, self.sigma_, self._log_sigma_, self.default_spread_, spread_d)
+        prepared = _prepare(features, self.dim_, _FORMS[name], int(self.block_size), self.backend)
+        with self._lock_:
+            self._spread_cache_[cache_key] = prepared
+            while len(self._spread_cache_) > _SPREAD_CACHE_SIZE:
+                self._spread_cache_.popitem(last=False)
+        return prepared
+
+    # -- public queries ----------------------------------------------------------------------------
+
+    def scores_all(self, z: ArrayLike, score: str = "likelihood", s: ArrayLike | float | None = None) -> np.ndarray:
+        """Every item's score for one query z (d,), float64 (N,), natural units; identical to
+        ``SCORES[score].fn(z, mu_, sigma_, s)`` with the catalog's default spread when s is None."""
+        self._check_fitted()
+        get_score(score)
+        z_array = check_query(z, self.dim_)
+        spread = self._spread(s)
+        return KERNELS[score](z_array, self.mu_, self.sigma_, spread)
+
+    def search(
+        self, z: ArrayLike, score: str = "likelihood", k: int = 10, s: ArrayLike | float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest items to one query z (d,) under ``score``.
+
+        Returns ``(indices, scores)``: int64 (k',) and float64 (k',) with k' = min(k, N), nearest first,
+        ties broken by the lower index, scores in natural units (exactly ``SCORES[score].fn``'s values).
+        ``s`` is the query spread (a positive scalar or (d,); None: ``default_spread_``), ignored by
+        scores that do not need one but checked when given.
+        """
+        self._check_fitted()
+        get_score(score)
+        k = _check_k(k)
+        z_array = check_query(z, self.dim_)
+        spread = self._spread(s)
+        indices, values = self._search(z_array[None, :], score, k, spread)
+        return indices[0], values[0]
+
+    def search_batch(
+        self, Z: ArrayLike, score: str = "likelihood", k: int = 10, s: ArrayLike | float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for B queries Z (B, d) sharing one spread: int64 (B, k') and float64 (B, k');
+        row b equals ``search(Z[b], score, k, s)``."""
+        self._check_fitted()
+        get_score(score)
+        k = _check_k(k)
+        z_array = check_queries(Z, self.dim_)
+        spread = self._spread(s)
+        return self._search(z_array, score, k, spread)
+
+    # -- the search itself -------------------------------------------------------------------------
+
+    def _search(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top k for queries z (B, d): ids int64 (B, k') and values float64 (B, k'), k' = min(k, N)."""
+        batch, n = z.shape[0], self.n_items_
+        k = min(k, n)
+        if k == 0 or batch == 0:
+            return np.empty((batch, k), dtype=np.int64), np.empty((batch, k))
+        prepared = self._prepared_for(name, spread) if k < n else None
+        if prepared is None or prepared.features_t is None:
+            return self._brute_force(z, name, k, spread)
+        plan = self._plan(name, z, spread, prepared)
+        if batch == 1:
+            ids, values = self._search_one(z[0], name, k, spread, prepared, plan)
+            return ids[None, :], values[None, :]
+        return self._search_many(z, name, k, spread, prepared, plan)
+
+    def _brute_force(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Float64 brute force for queries z (B, d): exact by definition, used where float32 cannot help."""
+        higher = _FORMS[name].higher_is_nearer
+        out_ids = np.empty((z.shape[0], k), dtype=np.int64)
+        out_values = np.empty((z.shape[0], k))
+        for row in range(z.shape[0]):
+            values = KERNELS[name](z[row], self.mu_, self.sigma_, spread)  # (N,)
+            ids = _exact_top_k(values, k, higher)
+            out_ids[row], out_values[row] = ids, values[ids]
+        return out_ids, out_values
+
+    def _plan(self, name: str, z: np.ndarray, spread: np.ndarray, prepared: _Prepared) -> _Plan:
+        """Query features and error bounds for queries z (B, d)."""
+        spread_d = spread if spread.shape else np.full(self.dim_, spread)
+        query = _query_features(name, z - self.center_, spread_d, self.default_spread_)
+        phi = query.phi  # (B, m)
+        m = phi.shape[1]
+        query_norms = np.sqrt(np.add.reduceat(phi * phi, prepared.block_starts, axis=1))  # (B, n_blocks)
+        error_factor = 2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5)
+        underflow = 2.0**-140 * (m + np.abs(phi).sum(axis=1))  # (B,)
+        key_bound = query_norms @ prepared.max_norms  # (B,) >= sum_j |psi_ij| |phi_j| for every item i
+        # Rows whose features could overflow float32 are answered by float64 brute force instead
+        # (the comparisons are False for NaN, so those rows are excluded too).
+        usable = (query_norms.max(axis=1) < _FLOAT32_SAFE) & (key_bound < _FLOAT32_SAFE)  # (B,)
+        phi32 = (phi if usable.all() else np.where(usable[:, None], phi, 0.0)).astype(np.float32)  # (B, m)
+        return _Plan(
+            phi32=phi32,
+            query=query,
+            query_norms=query_norms,
+            error_factor=error_factor,
+            underflow=underflow,
+            max_error=error_factor * key_bound + underflow,
+            usable=usable,
+            slack=16.0 * (self.dim_ + m + 8) * _U64,
+        )
+
+    def _search_one(
+        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One query z (d,): the latency-critical path, with as few array operations as possible."""
+        if not plan.usable[0]:
+            ids, values = self._brute_force(z[None, :], name, k, spread)
+            return ids[0], values[0]
+        form = _FORMS[name]
+        n = self.n_items_
+        n_candidates = min(n, k + _EXTRA_CANDIDATES)
+        if self.backend == "faiss":
+            keys = None
+            keys_top, found = prepared.faiss_index.search(plan.phi32, min(n, n_candidates + 1))  # (1, M+1)
+            candidates = found[0, :n_candidates].astype(np.int64)
+            kappa = float(keys_top[0, -1]) if n_candidates < n else -math.inf
+        else:
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[0]))  # (N,) float32
+            candidates, kappa = self._select_one(keys, k, n_candidates)
+        # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit.
+        values = KERNELS[name](z, self.mu_[candidates], self.sigma_[candidates], spread)  # (M,)
+        order = np.lexsort((candidates, -values if form.higher_is_nearer else values))[:k]
+        ids, values = candidates[order], values[order]
+        query = plan.query
+        threshold = self._key_threshold(form, values[-1:], query.const[:1], query.const_magnitude[:1], plan.slack)
+        if kappa + plan.max_error[0] < threshold[0]:
+            return ids, values
+        return self._widen(prepared, plan, 0, keys, candidates, float(threshold[0]), z, name, spread, k)
+
+    def _select_one(self, keys: torch.Tensor, k: int, n_candidates: int) -> tuple[np.ndarray, float]:
+        """The n_candidates best of the float32 keys (N,) as int64 ids, and kappa, the best key left out."""
+        n, bs = self.n_items_, int(self.block_size)
+        n_full_blocks = n // bs
+        n_blocks_kept = k + _EXTRA_BLOCKS
+        if not (n_blocks_kept < n_full_blocks and n_candidates < n_blocks_kept * bs <= n // 2):
+            if n_candidates >= n:
+                return np.arange(n), -math.inf
+            top_keys, top = torch.topk(keys, n_candidates + 1)  # best first
+            return top.numpy()[:n_candidates], float(top_keys[-1])
+        # Partial sort of block maxima instead of all N keys: the best n_blocks_kept blocks (and the
+        # ragged tail) hold every key above the best maximum among the blocks left out.
+        block_max = keys[: n_full_blocks * bs].view(n_full_blocks, bs).amax(dim=1)  # (n_full_blocks,)
+        top_max, top_blocks = torch.topk(block_max, n_blocks_kept + 1)
+        gathered = (top_blocks.numpy()[:n_blocks_kept, None] * bs + np.arange(bs)).reshape(-1)  # (kept*bs,)
+        if n_full_blocks * bs < n:
+            gathered = np.concatenate([gathered, np.arange(n_full_blocks * bs, n)])
+        gathered_keys = keys.numpy()[gathered]
+        best = np.argpartition(gathered_keys, gathered_keys.shape[0] - n_candidates - 1)[-n_candidates - 1 :]
+        best = best[np.argsort(gathered_keys[best])]  # ascending: best[0] is the best key left out
+        kappa = max(float(gathered_keys[best[0]]), float(top_max[-1]))
+        return gathered[best[1:]], kappa
+
+    def _search_many(
+        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Queries z (B, d): one matrix product for all keys, then vectorised selection and rescoring."""
+        form = _FORMS[name]
+        batch = z.shape[0]
+        candidates, kappa, keys = self._candidates(prepared, plan.phi32, k)  # (B, M), (B,), (B, N) or None
+        cand_values = KERNELS[name](z[:, None, :], self.mu_[candidates], self.sigma_[candidates], spread)  # (B, M)
+        rows = np.arange(batch)[:, None]
+        order = np.lexsort((candidates, -cand_values if form.higher_is_nearer else cand_values), axis=-1)[:, :k]
+        out_ids = candidates[rows, order]  # (B, k)
+        out_values = cand_values[rows, order]
+        query = plan.query
+        threshold = self._key_threshold(form, out_values[:, -1], query.const, query.const_magnitude, plan.slack)
+        certified = plan.usable & (kappa + plan.max_error < threshold)
+        for row in np.flatnonzero(~certified):
+            if plan.usable[row]:
+                out_ids[row], out_values[row] = self._widen(
+                    prepared, plan, row, None if keys is None else keys[row], candidates[row],
+                    float(threshold[row]), z[row], name, spread, k,
+                )
+            else:
+                ids, values = self._brute_force(z[row : row + 1], name, k, spread)
+                out_ids[row], out_values[row] = ids[0], values[0]
+        return out_ids, out_values
+
+    @staticmethod
+    def _key_threshold(
+        form: _Form, tau: np.ndarray, const: np.ndarray, const_magnitude: np.ndarray, slack: float
+    ) -> np.ndarray:
+        """Per query, a key t such that an item whose exact key is below t is strictly worse than tau.
+
+        tau (B,) is the k-th best float64 value among the candidates; const (B,) relates keys to values.
+        The relative slack covers float64 rounding of the constant, of tau and of fn's last operations.
+        """
+        if form.squared:  # value = sqrt(const - key) must stay above tau
+            tau2 = tau * tau
+            return const - tau2 * (1.0 + slack) - slack * (tau2 + const_magnitude)
+        margin = slack * (np.abs(tau) + const_magnitude + np.abs(const))
+        if form.higher_is_nearer:  # value = const + key must stay below tau
+            return tau - const - margin
+        return const - tau - margin  # value = const - key must stay above tau
+
+    def _candidates(
+        self, prepared: _Prepared, phi32: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
+        """Over-fetched candidates (B, M) and kappa (B,), the highest float32 key of any item left out.
+
+        Also returns the float32 keys (B, N) when it computed them (the torch backend), for widening.
+        """
+        n = self.n_items_
+        batch = phi32.shape[0]
+        n_candidates = min(n, k + _EXTRA_CANDIDATES)
+        n_fetched = min(n, n_candidates + 1)  # one more than kept: the best key left out
+        if self.backend == "faiss":
+            keys_top, ids = prepared.faiss_index.search(phi32, n_fetched)  # (B, M+1) each, best first
+            kappa = keys_top[:, -1].astype(np.float64) if n_candidates < n else np.full(batch, -np.inf)
+            return ids[:, :n_candidates].astype(np.int64), kappa, None
+
+        keys = torch.from_numpy(phi32) @ prepared.features_t  # (B, N) float32 keys
+        bs = int(self.block_size)
+        n_full_blocks = n // bs
+        n_blocks_kept = k + _EXTRA_BLOCKS
+        use_blocks = n_blocks_kept < n_full_blocks and n_candidates < n_blocks_kept * bs <= n // 2
+        if not use_blocks:  # small catalog or small blocks: partial sort of all keys
+            top_keys, ids = torch.topk(keys, n_fetched, dim=1)  # (B, M+1), best first
+            kappa = top_keys[:, -1].double().numpy() if n_candidates < n else np.full(batch, -np.inf)
+            return ids[:, :n_candidates].numpy(), kappa, keys
+
+        block_max = keys[:, : n_full_blocks * bs].view(batch, n_full_blocks, bs).amax(dim=2)  # (B, n_full_blocks)
+        top_blocks_max, top_blocks = torch.topk(block_max, n_blocks_kept + 1, dim=1)  # (B, kept+1)
+        kappa_out = top_blocks_max[:, -1].double().numpy()  # best key in any block left out
+        offsets = torch.arange(bs)
+        gathered = (top_blocks[:, :-1, None] * bs + offsets).reshape(batch, -1)  # (B, kept*bs)
+        if n_full_blocks * bs < n:  # the ragged tail is always gathered
+            tail = torch.arange(n_full_blocks * bs, n).expand(batch, -1)
+            gathered = torch.cat([gathered, tail], dim=1)
+        gathered_keys = keys.gather(1, gathered)  # (B, G)
+        top_keys, positions = torch.topk(gathered_keys, n_candidates + 1, dim=1)  # (B, M+1)
+        kappa_in = top_keys[:, -1].double().numpy()
+        ids = gathered.gather(1, positions[:, :-1])  # (B, M)
+        return ids.numpy(), np.maximum(kappa_in, kappa_out), keys
+
+    def _widen(
+        self,
+        prepared: _Prepared,
+        plan: _Plan,
+        row: int,
+        keys: torch.Tensor | None,
+        candidates: np.ndarray,
+        threshold: float,
+        z: np.ndarray,
+        name: str,
+        spread: np.ndarray,
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top k of query ``row`` when its first candidates could not be certified.
+
+        Keeps every item whose float32 key plus its own error bound reaches the threshold (found
+        through the per-block bounds first), rescores them with the candidates, and sorts.
+        """
+        if keys is None:  # the FAISS backend did not compute all keys
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[row]))  # (N,)
+        error_factor, underflow, query_norms = plan.error_factor, float(plan.underflow[row]), plan.query_norms[row]
+        n, bs = self.n_items_, int(self.block_size)
+        n_full_blocks = n // bs
+        qn = torch.from_numpy(query_norms.astype(np.float32))  # (n_blocks,)
+        if n_full_blocks > 0:
+            block_max = keys[: n_full_blocks * bs].view(n_full_blocks, bs).amax(dim=1).double().numpy()
+            block_error = error_factor * (prepared.block_norms @ query_norms) + underflow  # (n_full_blocks,)
+            open_blocks = np.flatnonzero(block_max + block_error >= threshold)
+            ids = (open_blocks[:, None] * bs + np.arange(bs)).reshape(-1)
+            ids = np.concatenate([ids, np.arange(n_full_blocks * bs, n)])
+        else:
+            ids = np.arange(n)
+        ids_t = torch.from_numpy(ids)
+        item_error = error_factor * (prepared.item_norms[ids_t] @ qn).double().numpy() * (1.0 + 1e-5) + underflow
+        reach = keys[ids_t].double().numpy() + item_error
+        keep = np.union1d(ids[reach >= threshold], candidates)
+        values = KERNELS[name](z, self.mu_[keep], self.sigma_[keep], spread)  # (|keep|,)
+        order = _order(values, keep, _FORMS[name].higher_is_nearer)[:k]
+        return keep[order], values[order]
