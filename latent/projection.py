@@ -334,6 +334,22 @@ class MapProjector:
             progress(f"map ready ({seconds:.1f} s)", stages, stages)
         return self
 
+    @classmethod
+    def from_embedding(cls, mu: Any, embedding: Any, **params: Any) -> MapProjector:
+        """A fitted projector from a precomputed map, without umap.
+
+        Args:
+            mu: (N, d) finite catalog means (copied).
+            embedding: (N, 2) finite map positions of those means (copied as float32).
+            **params: constructor parameters (their embedding parameters are recorded, not checked).
+        """
+        projector = cls(**params)
+        projector._validate_params()
+        mu32 = _as_matrix(mu)
+        emb = np.asarray(embedding, dtype=np.float32)
+        projector._set_state(mu32, emb, "precomputed", 0.0)
+        return projector
+
     def _set_state(self, mu32: np.ndarray, embedding: np.ndarray, version: str, seconds: float) -> None:
         if embedding.shape != (mu32.shape[0], 2) or not np.isfinite(embedding).all():
             raise ValueError(f"embedding must be finite with shape ({mu32.shape[0]}, 2); got {embedding.shape}")
