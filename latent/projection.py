@@ -72,7 +72,9 @@ def _as_queries(z: Any, d: int) -> tuple[np.ndarray, bool]:
     try:
         arr = np.asarray(z, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"z must be a numeric array of shape ({d},) or (B, {d}); got {type(z).__name__} ({exc})") from None
+        raise ValueError(
+            f"z must be a numeric array of shape ({d},) or (B, {d}); got {type(z).__name__} ({exc})"
+        ) from None
     single = arr.ndim == 1
     if single:
         arr = arr[None, :]
@@ -143,7 +145,9 @@ def nearest_catalog(
     return out_idx, out_dist
 
 
-def weighted_positions(indices: np.ndarray, distances: np.ndarray, embedding: np.ndarray, power: float = 1.0) -> np.ndarray:
+def weighted_positions(
+    indices: np.ndarray, distances: np.ndarray, embedding: np.ndarray, power: float = 1.0
+) -> np.ndarray:
     """Inverse-distance-weighted mean of neighbours' map positions.
 
     Args:
@@ -521,7 +525,8 @@ def load_map(
     except Exception as exc:  # noqa: BLE001 (any unreadable file is reported, never raised)
         return MapLoad("corrupt", f"{path} cannot be read as a map file ({type(exc).__name__}: {exc})", path)
     if fmt != MAP_FORMAT or version != MAP_FORMAT_VERSION:
-        return MapLoad("stale", f"{path} is format {fmt!r} v{version}; this code reads {MAP_FORMAT!r} v{MAP_FORMAT_VERSION}", path)
+        wanted = f"{MAP_FORMAT!r} v{MAP_FORMAT_VERSION}"
+        return MapLoad("stale", f"{path} is format {fmt!r} v{version}; this code reads {wanted}", path)
     if file_key != key:
         return MapLoad("stale", f"{path} was made for key {_short(file_key)}, not {_short(key)}", path)
     if not isinstance(params, dict):
@@ -656,7 +661,9 @@ def placement_agreement(
         lt = np.asarray(labels_train)
         lh = np.asarray(labels_heldout)
         if lt.shape != (n_train,) or lh.shape != (held.shape[0],):
-            raise ValueError(f"labels must have shapes ({n_train},) and ({held.shape[0]},); got {lt.shape} and {lh.shape}")
+            raise ValueError(
+                f"labels must have shapes ({n_train},) and ({held.shape[0]},); got {lt.shape} and {lh.shape}"
+            )
         if lt.dtype.kind not in "iu" or lh.dtype.kind not in "iu" or (lt.min() < 0) or (lh.min() < 0):
             raise ValueError("labels must be non-negative integers")
     stages = 3

@@ -294,7 +294,8 @@ def _parse_z(raw: str, ctx: ParseContext) -> tuple[tuple[float, ...], list[str]]
             continue
         if abs(v) > bound:
             clamped = math.copysign(top, v)
-            warnings.append(f"z[{i}]={_g(v)} is outside [{_g(-bound)}, {_g(bound)}]; clamped to {format_float32(clamped)}")
+            where = f"[{_g(-bound)}, {_g(bound)}]"
+            warnings.append(f"z[{i}]={_g(v)} is outside {where}; clamped to {format_float32(clamped)}")
             values.append(clamped)
             continue
         v32 = to_float32(v)
@@ -418,16 +419,20 @@ def choice_field(name: str, choices: Sequence[str], default: str, help: str = ""
 # --------------------------------------------------------------------------- the schema
 
 
+def _text(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
 def _last_value(raw: Any) -> tuple[str | None, int]:
     """The value used for one key (the last of repeated ones, as ``st.query_params[key]`` does) and the count."""
     if raw is None:
         return None, 0
     if isinstance(raw, (list, tuple)):
         values = [v for v in raw if v is not None]
-        return (str(values[-1]) if values else None), len(values)
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8", errors="replace"), 1
-    return str(raw), 1
+        return (_text(values[-1]) if values else None), len(values)
+    return _text(raw), 1
 
 
 @dataclass(frozen=True)
@@ -463,7 +468,9 @@ class UrlSchema:
             raise TypeError(f"with_field takes a FieldSpec; got {type(spec).__name__}")
         if spec.name in self.names:
             if not replace_existing:
-                raise ValueError(f"URL key {spec.name!r} is already in the schema; pass replace_existing=True to replace it")
+                raise ValueError(
+                    f"URL key {spec.name!r} is already in the schema; pass replace_existing=True to replace it"
+                )
             return UrlSchema(tuple(spec if f.name == spec.name else f for f in self.fields))
         return UrlSchema(self.fields + (spec,))
 
