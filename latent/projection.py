@@ -104,7 +104,12 @@ def _check_float(name: str, value: Any, low: float, high: float | None = None, l
 
 
 def nearest_catalog(
-    z: Any, catalog: np.ndarray, k: int, *, catalog_sqnorm: np.ndarray | None = None
+    z: Any,
+    catalog: np.ndarray,
+    k: int,
+    *,
+    catalog_sqnorm: np.ndarray | None = None,
+    catalog_t: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest catalog rows of each query, by exact Euclidean distance.
 
@@ -113,6 +118,7 @@ def nearest_catalog(
         catalog: (N, d) float64 catalog (a float32 one works but is converted on every call).
         k: 1 <= k <= N.
         catalog_sqnorm: optional precomputed (N,) float64 ``||catalog_i||^2``.
+        catalog_t: optional precomputed C-contiguous (d, N) float64 transpose of ``catalog``.
 
     Returns:
         ``(indices, distances)``, both (B, k): int64 indices and float64 distances, sorted by
@@ -120,19 +126,21 @@ def nearest_catalog(
 
     A fast pass ranks all N rows with ``||z||^2 - 2 z.mu + ||mu||^2`` in float64 (one matrix product),
     then the best ``k + 16`` candidates are re-measured exactly as ``sqrt(sum((mu - z)^2))``, so an
-    exact match has distance exactly 0.
+    exact match has distance exactly 0. The product uses ``einsum`` rather than BLAS: on a busy 2-core
+    machine a 2-thread BLAS call for one query stalled for ~12 ms, against ~0.2 ms for this loop.
     """
     q = np.asarray(z, dtype=np.float64)
     cat = np.asarray(catalog, dtype=np.float64)
     n = cat.shape[0]
     m = min(n, k + _CANDIDATE_MARGIN)
-    sq = catalog_sqnorm if catalog_sqnorm is not None else np.einsum("nd,nd->n", cat, cat, dtype=np.float64)
+    sq = catalog_sqnorm if catalog_sqnorm is not None else np.einsum("nd,nd->n", cat, cat)
+    cat_t = catalog_t if catalog_t is not None else np.ascontiguousarray(cat.T)
     rows = max(1, _BLOCK_ELEMENTS // max(n, 1))
     out_idx = np.empty((q.shape[0], k), dtype=np.int64)
     out_dist = np.empty((q.shape[0], k), dtype=np.float64)
     for start in range(0, q.shape[0], rows):
         qb = q[start:start + rows]                                          # (b, d)
-        approx = sq[None, :] - 2.0 * (qb @ cat.T)                          # (b, N); ||z||^2 is constant per row
+        approx = sq[None, :] - 2.0 * np.einsum("bd,dn->bn", qb, cat_t)      # (b, N); ||z||^2 is constant per row
         if m < n:
             cand = np.argpartition(approx, m - 1, axis=1)[:, :m]           # (b, m)
         else:
@@ -361,12 +369,14 @@ class MapProjector:
         embedding = np.array(embedding, dtype=np.float32, copy=True)
         embedding.flags.writeable = False
         mu64 = mu32.astype(np.float64)
+        mu64_t = np.ascontiguousarray(mu64.T)
         sqnorm = np.einsum("nd,nd->n", mu64, mu64)
-        mu64.flags.writeable = False
-        sqnorm.flags.writeable = False
+        for arr in (mu64, mu64_t, sqnorm):
+            arr.flags.writeable = False
         self.mu_ = mu32
         self.embedding_ = embedding
         self._mu64_ = mu64
+        self._mu64_t_ = mu64_t
         self._sqnorm_ = sqnorm
         self.n_features_in_ = int(mu32.shape[1])
         self.umap_version_ = str(version)
@@ -391,7 +401,7 @@ class MapProjector:
         k = min(_check_int("placement_k", self.placement_k, 1), self.mu_.shape[0])
         power = _check_float("placement_power", self.placement_power, 0.0)
         q, single = _as_queries(z, self.n_features_in_)
-        idx, dist = nearest_catalog(q, self._mu64_, k, catalog_sqnorm=self._sqnorm_)
+        idx, dist = nearest_catalog(q, self._mu64_, k, catalog_sqnorm=self._sqnorm_, catalog_t=self._mu64_t_)
         out = weighted_positions(idx, dist, self.embedding_, power).astype(np.float32)
         return out[0] if single else out
 
