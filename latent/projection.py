@@ -178,6 +178,7 @@ def weighted_positions(
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.where(has_exact[:, None], exact.astype(np.float64), (dmin / d) ** power)  # (B, k)
     w = np.nan_to_num(w, nan=0.0, posinf=0.0)
+    w[w.sum(axis=1) == 0.0] = 1.0  # only if every distance overflowed (|z| ~ 1e154): plain mean
     return np.einsum("bk,bkc->bc", w, pos) / w.sum(axis=1, keepdims=True)
 
 
