@@ -162,3 +162,46 @@ def _active_dimensions(key: str, _catalog: Catalog) -> tuple[bool, ...]:
 def active_dimensions(res: Resources) -> tuple[bool, ...]:
     """Per latent dimension: does the model use it (mean KL to the prior above 0.01 nats)?"""
     return _active_dimensions(res.catalog.key, res.catalog)
+
+
+SHIPPED_MAP = paths.MODELS_DIR / "umap.npz"
+
+
+def _map_cache_file(key: str) -> Path:
+    return paths.cache_dir() / f"umap-{key[:20]}.npz"
+
+
+@st.cache_resource(show_spinner="Loading the map ...")
+def _load_map(key: str, _mu):
+    from latent.projection import load_map
+
+    for path in (SHIPPED_MAP, _map_cache_file(key)):
+        result = load_map(path, _mu, key)
+        if result.ok:
+            return result.projector
+    return None
+
+
+def get_map(res: Resources):
+    """The UMAP map of all catalog means: the shipped file, else the disk cache, else a fit with progress.
+
+    A fit runs once per model and catalog (then it is cached on disk); the app never imports umap
+    otherwise, and places queries on the map with a kNN average instead of ``transform``.
+    """
+    projector = _load_map(res.catalog.key, res.catalog.mu)
+    if projector is not None:
+        return projector
+    from latent.projection import load_or_fit
+
+    with st.status("First run: computing the UMAP map of all 70,000 items (a minute or two, once per model) ...",
+                   expanded=True) as status:
+        bar = st.progress(0.0, text="starting")
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            bar.progress(min(done / total, 1.0) if total else 0.0, text=stage)
+
+        result = load_or_fit(res.catalog.mu, res.catalog.key, _map_cache_file(res.catalog.key),
+                             also_try=[SHIPPED_MAP], progress=progress)
+        status.update(label="Map ready.", state="complete", expanded=False)
+    _load_map.clear()
+    return result.projector

@@ -1,0 +1,92 @@
+"""Atlas: a WebGL UMAP map of all encoded means, the query and its neighbours on it; click to set z."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from latent.data import CLASS_NAMES
+from latent.model import decode_images
+from latent.render import to_uint8, upscale
+from latent.scores import SCORES
+from ui import state
+from ui.resources import get_index, get_map, get_resources
+
+#: Paul Tol's colour-blind-safe "muted" scheme, plus dark grey; marker shapes repeat the class.
+CLASS_COLOURS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE",
+                 "#882255", "#44AA99", "#999933", "#AA4499", "#555555")
+CLASS_SYMBOLS = ("circle", "square", "diamond", "cross", "x",
+                 "triangle-up", "triangle-down", "star", "hexagon", "pentagon")
+MAP_KEY = "atlas_map"
+
+res = get_resources()
+index = get_index(res)
+projector = get_map(res)
+state.init_session_state(res)
+state.show_url_warnings()
+state.seed_widgets(res)
+
+
+def on_map_select() -> None:
+    """A click (or box/lasso) on the map: the first selected item's mean becomes the query."""
+    event = st.session_state.get(MAP_KEY)
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", [])
+    for point in points:
+        data = point.get("customdata")
+        if data is None:
+            continue
+        item = int(data[0] if isinstance(data, (list, tuple)) else data)
+        if 0 <= item < len(res.catalog):
+            state.start_from_item(res, item)
+            return
+
+
+st.title("Atlas of the latent space")
+side, main = st.columns([1, 3], gap="large")
+with side:
+    st.selectbox("Neighbours under", list(SCORES), key=state.W_SCORE,
+                 format_func=lambda n: n.replace("_", " "), help="The score used to pick the highlighted neighbours.")
+    st.slider("Neighbours (k)", 1, state.K_MAX, key=state.W_K)
+state.read_controls(k=True, spread=False, score=True)
+q = state.query()
+z = q.z_array
+items, values = index.search(z, score=q.score, k=q.k, s=q.s)
+where = projector.place(z)  # (2,) kNN-weighted map position, no umap needed
+
+with side:
+    st.image(upscale(to_uint8(decode_images(res.model, z)), 6), width=168,
+             caption=f"The query z{f' = item #{q.item}' if q.item is not None else ''}")
+    st.caption("Click any point to make that item's mean the query; **Explore** follows.")
+    st.page_link("pages/explore.py", label="Open in Explore", icon=":material/tune:")
+    st.markdown("**Nearest items**")
+    st.markdown("\n".join(f"{r + 1}. {CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {v:.2f}"
+                          for r, (i, v) in enumerate(zip(items, values))))
+
+embedding = projector.embedding_
+labels = res.catalog.labels
+fig = go.Figure()
+for c, name in enumerate(CLASS_NAMES):
+    members = np.flatnonzero(labels == c)
+    fig.add_trace(go.Scattergl(
+        x=embedding[members, 0], y=embedding[members, 1], mode="markers", name=name,
+        marker=dict(size=3, color=CLASS_COLOURS[c], symbol=CLASS_SYMBOLS[c], opacity=0.55),
+        customdata=members, hovertemplate=f"{name} #%{{customdata}}<extra></extra>"))
+fig.add_trace(go.Scattergl(
+    x=embedding[items, 0], y=embedding[items, 1], mode="markers", name=f"top-{q.k} ({q.score})",
+    marker=dict(size=13, symbol="circle-open", color="#000000", line=dict(width=2)),
+    customdata=items, hovertemplate="neighbour #%{customdata}<extra></extra>"))
+fig.add_trace(go.Scattergl(
+    x=[where[0]], y=[where[1]], mode="markers", name="query z",
+    marker=dict(size=22, symbol="star", color="#E69F00", line=dict(width=2, color="#000000")),
+    hovertemplate="the query z<extra></extra>"))
+fig.update_layout(
+    height=720, margin=dict(l=0, r=0, t=10, b=0), dragmode="pan", uirevision="atlas",
+    legend=dict(itemsizing="constant", orientation="h", y=-0.02), clickmode="event+select",
+    xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
+with main:
+    st.plotly_chart(fig, key=MAP_KEY, on_select=on_map_select, selection_mode="points",
+                    config={"scrollZoom": True, "displaylogo": False})
+    st.caption(f"UMAP of all {len(embedding):,} encoded means mu(x), coloured and shaped by class. The star is the "
+               "query, placed by the distance-weighted average map position of its 10 nearest means; rings mark "
+               "its neighbours.")
+state.sync_url()
