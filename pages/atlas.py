@@ -23,7 +23,7 @@ index = get_index(res)
 projector = get_map(res)
 state.init_session_state(res)
 state.show_url_warnings()
-state.seed_widgets(res)
+state.sync_widgets(res)
 
 
 def on_map_select() -> None:
@@ -47,7 +47,6 @@ with side:
     st.selectbox("Neighbours under", list(SCORES), key=state.W_SCORE,
                  format_func=lambda n: n.replace("_", " "), help="The score used to pick the highlighted neighbours.")
     st.slider("Neighbours (k)", 1, state.K_MAX, key=state.W_K)
-state.read_controls(k=True, spread=False, score=True)
 q = state.query()
 z = q.z_array
 items, values = index.search(z, score=q.score, k=q.k, s=q.s)

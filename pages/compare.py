@@ -16,7 +16,7 @@ res = get_resources()
 index = get_index(res)
 state.init_session_state(res)
 state.show_url_warnings()
-state.seed_widgets(res)
+state.sync_widgets(res)
 
 st.title("Compare the scores")
 q = state.query()
@@ -31,7 +31,6 @@ with controls:
     c2.select_slider("Query spread s", options=state.SPREAD_CHOICES, key=state.W_SPREAD,
                      format_func=lambda v: "median sigma" if v is None else f"{v:g}",
                      help="Used by the scores that treat the query as a Gaussian N(z, s^2).")
-state.read_controls(k=True, spread=True)
 q = state.query()
 z = q.z_array
 names = list(SCORES)

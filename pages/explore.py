@@ -15,7 +15,7 @@ res = get_resources()
 index = get_index(res)
 state.init_session_state(res)
 state.show_url_warnings()
-state.seed_widgets(res)
+state.sync_widgets(res)
 a = state.bound(res)
 d = res.catalog.latent_dim
 active = active_dimensions(res)
@@ -46,7 +46,6 @@ with st.sidebar:
               on_click=lambda: state.start_from_random_item_of_class(res, st.session_state[state.W_CLASS]),
               width="stretch")
 
-state.read_sliders(res)
 
 # ----------------------------------------------------------------------------- the garment
 q = state.query()
@@ -79,7 +78,6 @@ with right:
     st.caption("KL treats the query as N(z, s²): small s ranks like the likelihood; large s favours broad "
                "posteriors. *median sigma* uses the catalog's median sigma per dimension.")
 
-state.read_controls(k=True, spread=True)
 q = state.query()
 table = neighbour_table(index, res.catalog, z, state.EXPLORE_SCORES, q.k, q.s)
 

@@ -92,7 +92,7 @@ def _forget_widgets(keys: Iterable[str]) -> None:
 def set_query(state: QueryState, res: Resources) -> None:
     """Replace the query and re-seed its widgets from it (call from callbacks, before widgets)."""
     st.session_state[QUERY] = state
-    _forget_widgets([slider_key(j) for j in range(res.catalog.latent_dim)] + [W_K, W_SPREAD, W_SCORE])
+    _forget_widgets(_widget_keys(res.catalog.latent_dim))
 
 
 # --------------------------------------------------------------------------- actions (callbacks)
@@ -126,39 +126,54 @@ def start_from_random_item_of_class(res: Resources, label: int) -> None:
 # --------------------------------------------------------------------------- widgets <-> query
 
 
-def seed_widgets(res: Resources) -> None:
-    """Give every missing widget key its value from the query (before the widgets are drawn)."""
+def _widget_keys(d: int) -> list[str]:
+    return [slider_key(j) for j in range(d)] + [W_K, W_SPREAD, W_SCORE]
+
+
+def sync_widgets(res: Resources) -> None:
+    """Fold the user's latest widget values into the query, then set every widget key from the query.
+
+    Call at the top of each page, before any widget is drawn. Folding first keeps what the user just
+    did; assigning afterwards makes a widget on a page drawn for the first time (or again) show the
+    query rather than its own default, which Streamlit would otherwise use for a key last drawn on
+    another page. An item stays in the query only while z is still its mean, and a seed only while z
+    is still its prior draw.
+    """
     q = query()
-    for j, value in enumerate(q.z):
-        st.session_state.setdefault(slider_key(j), float(value))
-    st.session_state.setdefault(W_K, q.k)
-    st.session_state.setdefault(W_SPREAD, q.s if q.s in SPREAD_CHOICES else None)
-    st.session_state.setdefault(W_SCORE, q.score or "likelihood")
-
-
-def read_sliders(res: Resources) -> None:
-    """Fold the z sliders' values into the query; an item stays only while z is still its mean."""
-    q = query()
-    z = tuple(float(st.session_state[slider_key(j)]) for j in range(res.catalog.latent_dim))
-    new = q.replace(z=z)
-    if new.z != q.z:
-        item = q.item if q.item is not None and new.z == _z_of_item(res, q.item) else None
-        seed = q.seed if q.seed is not None and new.z == prior_draw(q.seed, len(z), bound(res)) else None
-        new = new.replace(item=item, seed=seed)
-    st.session_state[QUERY] = new
-
-
-def read_controls(k: bool = True, spread: bool = True, score: bool = False) -> None:
-    """Fold the k, spread and score widgets (those drawn on this page) into the query."""
-    changes = {}
-    if k and W_K in st.session_state:
-        changes["k"] = int(st.session_state[W_K])
-    if spread and W_SPREAD in st.session_state:
-        changes["s"] = st.session_state[W_SPREAD]
-    if score and W_SCORE in st.session_state:
-        changes["score"] = st.session_state[W_SCORE]
+    ss = st.session_state
+    d = res.catalog.latent_dim
+    changes: dict = {}
+    if all(slider_key(j) in ss for j in range(d)):
+        z = tuple(float(ss[slider_key(j)]) for j in range(d))
+        moved = q.replace(z=z)
+        if moved.z != q.z:
+            changes["z"] = z
+            if q.item is not None and moved.z != _z_of_item(res, q.item):
+                changes["item"] = None
+            if q.seed is not None and moved.z != prior_draw(q.seed, d, bound(res)):
+                changes["seed"] = None
+    if W_K in ss:
+        changes["k"] = int(ss[W_K])
+    if W_SPREAD in ss:
+        changes["s"] = ss[W_SPREAD]
+    if W_SCORE in ss:
+        changes["score"] = ss[W_SCORE]
     if changes:
-        st.session_state[QUERY] = query().replace(**changes)
+        q = q.replace(**changes)
+        ss[QUERY] = q
+    for j, value in enumerate(q.z):
+        ss[slider_key(j)] = float(value)
+    ss[W_K] = q.k
+    ss[W_SPREAD] = q.s if q.s in SPREAD_CHOICES else _nearest_spread(q.s)
+    ss[W_SCORE] = q.score or "likelihood"
+
+
+def _nearest_spread(s: float | None) -> float | None:
+    """The spread choice nearest to ``s`` on a log scale (a link may carry any positive s)."""
+    if s is None:
+        return None
+    options = [v for v in SPREAD_CHOICES if v is not None]
+    return min(options, key=lambda v: abs(np.log(v) - np.log(s)))
 
 
 def sync_url() -> None:
