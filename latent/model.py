@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -254,10 +255,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
 
 
 @torch.no_grad()
-def decode_images(model: VAE, z: "np.ndarray") -> "np.ndarray":
+def decode_images(model: VAE, z: np.ndarray) -> np.ndarray:
     """Decoder means for latent points: z of shape (d,) or (B, d) -> (28, 28) or (B, 28, 28) float32 in (0, 1)."""
-    import numpy as np
-
     array = np.asarray(z, dtype=np.float32)
     single = array.ndim == 1
     batch = torch.from_numpy(np.atleast_2d(array).copy())

@@ -73,7 +73,6 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +82,6 @@ from numpy.typing import ArrayLike
 
 from latent.scores import (
     KERNELS,
-    SCORES,
     check_catalog,
     check_queries,
     check_query,

@@ -6,7 +6,7 @@ import streamlit as st
 
 from latent.data import CLASS_NAMES
 from latent.model import decode_images
-from latent.render import to_uint8, upscale
+from latent.render import png_bytes
 from latent.scores import SCORES
 from ui import state
 from ui.resources import get_index, get_map, get_resources
@@ -53,7 +53,7 @@ items, values = index.search(z, score=q.score, k=q.k, s=q.s)
 where = projector.place(z)  # (2,) kNN-weighted map position, no umap needed
 
 with side:
-    st.image(upscale(to_uint8(decode_images(res.model, z)), 6), width=168,
+    st.image(png_bytes(decode_images(res.model, z), scale=6), width=168, output_format="PNG",
              caption=f"The query z{f' = item #{q.item}' if q.item is not None else ''}")
     st.caption("Click any point to make that item's mean the query; **Explore** follows.")
     st.page_link("pages/explore.py", label="Open in Explore", icon=":material/tune:")

@@ -4,10 +4,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from latent.data import CLASS_NAMES
 from latent.model import decode_images
 from latent.rankings import agreement, neighbour_table
-from latent.render import strip, to_uint8, upscale
+from latent.render import png_bytes, strip
 from latent.scores import SCORES
 from ui import state
 from ui.resources import get_index, get_resources
@@ -22,7 +21,7 @@ st.title("Compare the scores")
 q = state.query()
 top, controls = st.columns([1, 4], gap="large")
 with top:
-    st.image(upscale(to_uint8(decode_images(res.model, q.z_array)), 5), caption="The query z, decoded", width=140)
+    st.image(png_bytes(decode_images(res.model, q.z_array), scale=5), caption="The query z, decoded", width=140, output_format="PNG")
 with controls:
     st.markdown("The same query ranked under every score in the registry. Distances and divergences rank "
                 "smallest first; the log-likelihood ranks largest first. Set z on **Explore** or **Atlas**.")
@@ -45,8 +44,8 @@ for name in names:
         st.markdown(f"**{name}**")
         st.latex(score.formula)
     with c_strip:
-        st.image(strip(res.data.images[rows["item"].to_numpy()], scale=2, gap=4),
-                 caption=" · ".join(f"#{i} {v:.2f}" for i, v in zip(rows["item"], rows["value"])))
+        st.image(png_bytes(strip(res.data.images[rows["item"].to_numpy()], scale=2, gap=4)),
+                 caption=" · ".join(f"#{i} {v:.2f}" for i, v in zip(rows["item"], rows["value"])), output_format="PNG")
 
 st.subheader("How much do the rankings agree?")
 overlap, tau = agreement(index, z, names, q.k, q.s)

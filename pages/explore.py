@@ -1,12 +1,11 @@
 """Explore: set z with sliders, see the decoded garment and its neighbours under three scores."""
 
-import numpy as np
 import streamlit as st
 
 from latent.data import CLASS_NAMES
 from latent.model import decode_images
 from latent.rankings import neighbour_table
-from latent.render import png_bytes, upscale, to_uint8
+from latent.render import png_bytes
 from latent.scores import SCORES
 from ui import state
 from ui.resources import active_dimensions, get_index, get_resources
@@ -55,7 +54,7 @@ decoded = decode_images(res.model, z)
 st.title("Explore the latent space")
 left, right = st.columns([2, 3], gap="large")
 with left:
-    st.image(upscale(to_uint8(decoded), 12), caption="Decoded garment: the decoder mean for z", width=336)
+    st.image(png_bytes(decoded, scale=12), caption="Decoded garment: the decoder mean for z", width=336, output_format="PNG")
     st.download_button("Download PNG", png_bytes(decoded, scale=12), file_name="latent-explorer-z.png",
                        mime="image/png", icon=":material/download:", key="dl_png")
 with right:
@@ -63,9 +62,9 @@ with right:
         st.markdown(f"**Item #{q.item}** · {CLASS_NAMES[int(res.catalog.labels[q.item])]} · "
                     f"{'test' if res.catalog.is_test[q.item] else 'train'} split. z is its posterior mean mu(x).")
         i1, i2 = st.columns(2)
-        i1.image(upscale(res.data.images[q.item], 6), caption="Original", width=168)
-        i2.image(upscale(to_uint8(decode_images(res.model, res.catalog.mu[q.item])), 6),
-                 caption="Reconstruction from mu(x)", width=168)
+        i1.image(png_bytes(res.data.images[q.item], scale=6), caption="Original", width=168, output_format="PNG")
+        i2.image(png_bytes(decode_images(res.model, res.catalog.mu[q.item]), scale=6),
+                 caption="Reconstruction from mu(x)", width=168, output_format="PNG")
     st.markdown("**Neighbours**: which dataset items are nearest to z? Each item is a Gaussian "
                 "q(z|x) = N(mu(x), sigma(x)^2), so *nearest* depends on the score.")
     k1, k2 = st.columns(2)
@@ -89,9 +88,9 @@ for column, name in zip(columns, state.EXPLORE_SCORES):
     with column:
         st.markdown(f"#### {name.replace('_', ' ').capitalize()}")
         st.caption(score.summary + (" Higher is nearer." if score.higher_is_nearer else " Lower is nearer."))
-        thumbs = [upscale(res.data.images[i], 3) for i in rows["item"]]
+        thumbs = [png_bytes(res.data.images[i], scale=3) for i in rows["item"]]
         captions = [f"{c} #{i} · {v:.2f}" for c, i, v in zip(rows["class"], rows["item"], rows["value"])]
-        st.image(thumbs, caption=captions, width=84)
+        st.image(thumbs, caption=captions, width=84, output_format="PNG")
 
 st.download_button("Download rankings (CSV)", table.to_csv(index=False).encode(), file_name="latent-explorer-rankings.csv",
                    mime="text/csv", icon=":material/table_view:", key="dl_csv")
