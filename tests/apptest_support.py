@@ -99,3 +99,16 @@ def param(at: AppTest, key: str) -> str | None:
 
 def params(at: AppTest) -> dict[str, str]:
     return {key: param(at, key) for key in at.query_params}
+
+
+def plotly_array(value) -> np.ndarray:
+    """A data array from a plotly figure spec: a plain list, or plotly's base64 typed array."""
+    import base64
+
+    if isinstance(value, dict) and "bdata" in value:
+        array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        shape = value.get("shape")
+        if shape:
+            array = array.reshape([int(v) for v in str(shape).split(",")])
+        return array
+    return np.asarray(value)
