@@ -147,6 +147,28 @@ def _write_cache(path: Path, key: str, mu: np.ndarray, sigma: np.ndarray, encode
             os.unlink(tmp)
 
 
+#: The catalog shipped with the repository for the shipped model (read-only; used when its key matches).
+SHIPPED_CATALOG = paths.MODELS_DIR / "catalog.npz"
+
+
+def find_cached(key: str, n: int, d: int, cache_dir: str | os.PathLike[str] | None = None,
+                shipped: Path | None = SHIPPED_CATALOG) -> tuple[Path, dict[str, np.ndarray]] | None:
+    """The first valid file for ``key``: the shipped catalog, then the cache; None when neither fits."""
+    for candidate in (shipped, cache_file_for(key, cache_dir)):
+        if candidate is not None:
+            arrays = _read_cache(Path(candidate), key, n, d)
+            if arrays is not None:
+                return Path(candidate), arrays
+    return None
+
+
+def save_catalog(catalog: Catalog, path: str | os.PathLike[str]) -> Path:
+    """Write ``catalog`` atomically to ``path`` in the cache format (e.g. to ship it in ``models/``)."""
+    path = Path(path)
+    _write_cache(path, catalog.key, np.asarray(catalog.mu), np.asarray(catalog.sigma), catalog.encode_seconds)
+    return path
+
+
 def load_or_build_catalog(
     model: VAE,
     checkpoint_path: str | os.PathLike[str],
@@ -154,8 +176,12 @@ def load_or_build_catalog(
     cache_dir: str | os.PathLike[str] | None = None,
     rebuild: bool = False,
     progress: bool | EncodeProgress = False,
+    shipped: Path | None = SHIPPED_CATALOG,
 ) -> Catalog:
     """The catalog for ``model`` (loaded from ``checkpoint_path``) over ``data``, cached on disk.
+
+    A valid shipped catalog (``models/catalog.npz``, same key) is used first, then the cache;
+    otherwise the items are encoded and the result cached.
 
     Args:
         model: the VAE loaded from ``checkpoint_path``.
@@ -164,12 +190,16 @@ def load_or_build_catalog(
         cache_dir: where the cache lives (default :func:`latent.paths.cache_dir`).
         rebuild: encode again even when a valid cache exists.
         progress: True for a tqdm bar, or a ``progress(done, total)`` callback.
+        shipped: a read-only catalog file tried first (None to skip).
     """
     key = catalog_key(file_sha256(checkpoint_path), data.fingerprint)
     folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
     path = _cache_path(folder, key)
     n, d = len(data), model.config.latent_dim
-    cached = None if rebuild else _read_cache(path, key, n, d)
+    found = None if rebuild else find_cached(key, n, d, folder, shipped)
+    cached = None
+    if found is not None:
+        path, cached = found
     built = cached is None
     if built:
         bar = None

@@ -1,4 +1,4 @@
-"""Command line: ``python -m latent {download,train,encode,evaluate}``.
+"""Command line: ``python -m latent {download,train,encode,map,evaluate}``.
 
 Every command takes ``--data-dir`` (else ``$LATENT_DATA_DIR``, else the per-user cache folder).
 """
@@ -69,6 +69,40 @@ def cmd_encode(args: argparse.Namespace) -> int:
     catalog = load_or_build_catalog(model, args.checkpoint, data, rebuild=args.rebuild, progress=True)
     print(f"Catalog: {len(catalog)} items, d={catalog.mu.shape[1]}, {catalog.path} "
           f"({'built' if catalog.built else 'loaded from cache'} in {time.perf_counter() - started:.2f} s)")
+    if args.ship:
+        from .catalog import SHIPPED_CATALOG, save_catalog
+
+        print(f"Wrote {save_catalog(catalog, SHIPPED_CATALOG)} (ships with the repository)")
+    return 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from .catalog import load_or_build_catalog
+    from .model import load_checkpoint
+    from .projection import MapProjector, measure_placement_agreement, save_map
+    from .train import write_json_atomic
+
+    data = _load_data(args)
+    model, _ = load_checkpoint(args.checkpoint)
+    catalog = load_or_build_catalog(model, args.checkpoint, data, progress=True)
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        print(f"  {stage}", flush=True)
+
+    print(f"Fitting the UMAP map of all {len(catalog)} means ...", flush=True)
+    projector = MapProjector().fit(catalog.mu, progress=progress)
+    save_map(projector, args.out, catalog.key)
+    print(f"Wrote {args.out} (fit {projector.fit_seconds_:.1f} s)")
+    if args.agreement:
+        print("Measuring kNN placement against umap's transform: fit on train means, place the test means ...")
+        train, test = ~catalog.is_test, catalog.is_test
+        report = measure_placement_agreement(catalog.mu[train], catalog.mu[test], labels_train=catalog.labels[train],
+                                             labels_heldout=catalog.labels[test], progress=progress)
+        report["catalog_key"] = catalog.key
+        write_json_atomic(args.agreement, report)
+        for key, value in report.items():
+            print(f"  {key}: {value}")
+        print(f"Wrote {args.agreement}")
     return 0
 
 
@@ -113,7 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("encode", "encode all 70,000 items into the cached catalog")
     p.add_argument("--checkpoint", default=str(paths.DEFAULT_CHECKPOINT))
     p.add_argument("--rebuild", action="store_true", help="ignore the cache and encode again")
+    p.add_argument("--ship", action="store_true", help="also write models/catalog.npz (for the shipped model)")
     p.set_defaults(func=cmd_encode)
+
+    p = add("map", "fit the Atlas's UMAP map of all catalog means (ships as models/umap.npz)")
+    p.add_argument("--checkpoint", default=str(paths.DEFAULT_CHECKPOINT))
+    p.add_argument("--out", default=str(paths.MODELS_DIR / "umap.npz"))
+    p.add_argument("--agreement", default=None, help="also measure kNN placement against umap's transform "
+                   "on held-out test means; write the JSON report here")
+    p.set_defaults(func=cmd_map)
 
     p = add("evaluate", "measure the model card's figures")
     p.add_argument("--checkpoint", default=str(paths.DEFAULT_CHECKPOINT))

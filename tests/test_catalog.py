@@ -88,3 +88,18 @@ def test_progress_callback_reaches_the_total(tmp_path):
     seen = []
     load_or_build_catalog(model, ckpt, data, cache_dir=tmp_path, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (80, 80)
+
+
+def test_a_matching_shipped_catalog_is_used_and_a_foreign_one_ignored(tmp_path):
+    from latent.catalog import save_catalog
+
+    data = small_dataset()
+    model, ckpt = model_and_checkpoint(tmp_path)
+    built = load_or_build_catalog(model, ckpt, data, cache_dir=tmp_path / "a", shipped=None)
+    shipped = save_catalog(built, tmp_path / "shipped.npz")
+    used = load_or_build_catalog(model, ckpt, data, cache_dir=tmp_path / "b", shipped=shipped)
+    assert not used.built and used.path == shipped
+    np.testing.assert_array_equal(used.mu, built.mu)
+    other, other_ckpt = model_and_checkpoint(tmp_path, seed=3, name="other.pt")
+    rebuilt = load_or_build_catalog(other, other_ckpt, data, cache_dir=tmp_path / "b", shipped=shipped)
+    assert rebuilt.built and rebuilt.path != shipped

@@ -40,7 +40,7 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path, real_data_dir):
 
 def test_encode_builds_the_catalog_cache(real_data, tmp_path):
     env = {"LATENT_CACHE_DIR": str(tmp_path)}
-    result = run_cli("encode", "--data-dir", str(real_data.source), env=env)
+    result = run_cli("encode", "--rebuild", "--data-dir", str(real_data.source), env=env)
     assert result.returncode == 0, result.stderr
     assert "Catalog: 70000 items, d=10" in result.stdout and "built" in result.stdout
     key = catalog_key(file_sha256(paths.DEFAULT_CHECKPOINT), real_data.fingerprint)

@@ -127,17 +127,25 @@ def get_resources() -> Resources:
     except CheckpointError as exc:
         _fail("The model checkpoint could not be loaded.", exc)
     key = catalog_key(sha, data.fingerprint)
-    if _load_catalog_needs_build(key):
+    if _load_catalog_needs_build(key, len(data), model.config.latent_dim):
         _encode_with_progress(model, ckpt, data)
     catalog = _load_catalog(key, str(ckpt), sha, data)
     return Resources(data, model, meta, ckpt, sha, catalog)
 
 
-def _load_catalog_needs_build(key: str) -> bool:
-    """True when neither this process nor the disk cache holds the catalog for ``key``."""
-    from latent.catalog import cache_file_for
+@st.cache_resource(show_spinner=False)
+def _catalog_on_disk(key: str, n: int, d: int) -> bool:
+    from latent.catalog import find_cached
 
-    return not cache_file_for(key).is_file()
+    return find_cached(key, n, d) is not None
+
+
+def _load_catalog_needs_build(key: str, n: int, d: int) -> bool:
+    """True when no valid catalog file (shipped or cached) exists for ``key``: it must be encoded."""
+    if _catalog_on_disk(key, n, d):
+        return False
+    _catalog_on_disk.clear()  # a later call looks again, after the build
+    return True
 
 
 @st.cache_resource(show_spinner="Building the search index ...")
