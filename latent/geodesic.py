@@ -35,6 +35,7 @@ from .geometry import (
     Decoder,
     Measure,
     _batches,
+    _float64_tensor,
     _latent_tensor,
     _vector,
     curve_energy,
@@ -505,7 +506,7 @@ def grid_geodesic(outputs: ArrayLike, source: tuple[int, int], target: tuple[int
     axes and diagonals (metrication error), so it is a quick upper bound, not an exact distance.
     """
     m = get_measure(measure)
-    f = torch.as_tensor(np.asarray(outputs)).double()
+    f = _float64_tensor(outputs)
     if f.ndim != 3:
         raise ValueError(f"outputs must have shape (n_t, n_s, D), got {tuple(f.shape)}")
     n_t, n_s = f.shape[:2]

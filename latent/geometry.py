@@ -142,7 +142,7 @@ def torch_threads(n: int = 1) -> Iterator[None]:
 
 
 def _latent_tensor(z: ArrayLike, d: int, dtype: torch.dtype, name: str) -> torch.Tensor:
-    t = torch.as_tensor(z.detach() if isinstance(z, torch.Tensor) else np.asarray(z)).to(dtype)
+    t = z.detach().to(dtype=dtype, copy=True) if isinstance(z, torch.Tensor) else torch.tensor(np.asarray(z), dtype=dtype)
     if t.ndim != 2 or t.shape[1] != d:
         raise ValueError(f"{name} must have shape (N, {d}), got {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
@@ -157,6 +157,13 @@ def _vector(x: ArrayLike, d: int, name: str) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return a
+
+
+def _float64_tensor(a: ArrayLike) -> torch.Tensor:
+    """A float64 tensor copy of an array or tensor (copies, so read-only numpy input is fine)."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(dtype=torch.float64, copy=True)
+    return torch.tensor(np.asarray(a), dtype=torch.float64)
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -634,7 +641,7 @@ def grid_magnification(outputs: ArrayLike, spacing: tuple[float, float], measure
     m = get_measure(measure)
     if form not in ("gram", "product"):
         raise ValueError(f"unknown form {form!r}; choose one of: gram, product")
-    f = torch.as_tensor(np.asarray(outputs)).double()
+    f = _float64_tensor(outputs)
     if f.ndim != 3 or f.shape[0] < 2 or f.shape[1] < 2:
         raise ValueError(f"outputs must have shape (n_t, n_s, D) with n_t, n_s >= 2, got {tuple(f.shape)}")
     ds, dt = (float(x) for x in spacing)
