@@ -296,15 +296,16 @@ def test_graph_pruning_and_bridging_keep_one_component():
     dec, _ = linear(d=2)
     rng = np.random.default_rng(6)
     Z = readonly(np.concatenate([rng.standard_normal((50, 2)) * 0.1, rng.standard_normal((30, 2)) * 0.1 + 8.0,
-                                 [[4.0, 4.0]]]))  # two far clusters and a lone point
+                                 [[0.0, -5.0]]]))  # two far clusters and a lone point
     full = LatentGraph(k=5, prune_quantile=None).fit(dec, Z)
-    assert full.n_pruned_ == 0 and full.n_bridges_ >= 2  # the lone point and one cluster hang off
+    assert full.n_pruned_ == 0 and full.n_bridges_ == 1  # kNN never links the two clusters
     g = LatentGraph(k=5, prune_quantile=0.95).fit(dec, Z)
     threshold = np.quantile(full.weights_[: len(full.weights_) - full.n_bridges_], 0.95)
     assert g.threshold_ == pytest.approx(threshold)
     assert g.n_pruned_ == int((full.weights_[: len(full.weights_) - full.n_bridges_] > threshold).sum()) > 0
     kept = g.weights_[: len(g.weights_) - g.n_bridges_]
     assert kept.max() <= g.threshold_
+    assert g.n_bridges_ >= 2  # the lone point's long edges were pruned, so it needed a bridge too
     res = g.query(dec, Z[0])
     assert np.all(np.isfinite(res.distances))
     # the far cluster is reached through a bridge, so it is farther than anything in the near cluster
