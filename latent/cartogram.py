@@ -356,10 +356,11 @@ def splat_density(points: np.ndarray, weights: np.ndarray | None = None, *, reso
     mass[:, 1] += mass[:, 0]
     mass[:, -2] += mass[:, -1]
     mass = mass[1:-1, 1:-1]
-    c_lo = np.floor(_to_cells(lo[None], ext, n, n)[0]).astype(int)
-    c_hi = np.ceil(_to_cells(hi[None], ext, n, n)[0]).astype(int)
+    # The data region: every cell that received a share of some point's weight.
+    x_lo, x_hi = max(int(ix.min()), 0), min(int(ix.max()) + 1, n - 1)
+    y_lo, y_hi = max(int(iy.min()), 0), min(int(iy.max()) + 1, n - 1)
     inside = np.zeros((n, n), dtype=bool)
-    inside[c_lo[1]:max(c_hi[1], c_lo[1] + 1), c_lo[0]:max(c_hi[0], c_lo[0] + 1)] = True
+    inside[y_lo:y_hi + 1, x_lo:x_hi + 1] = True
     mean_in = mass[inside].mean()
     if mean_in <= 0:
         raise ValueError("all weights are zero; a cartogram needs some positive weight")
