@@ -347,10 +347,13 @@ def test_grid_geodesic_on_a_flat_map_is_the_octile_distance():
     sl = make_slice([0.0, 0.0], [1.0, 0.0], [0.0, 1.0], extent=1.0, resolution=11)
     h = sl.spacing[0]
     out = decode_grid(dec, sl)
+    for target in ((9, 5), (0, 10), (8, 0)):  # all four kinds of step get used
+        res = grid_geodesic(out, (1, 2), target)
+        dr, dc = abs(target[0] - 1), abs(target[1] - 2)
+        octile = c * h * (max(dr, dc) - min(dr, dc) + np.sqrt(2) * min(dr, dc))
+        assert res.length == pytest.approx(octile, rel=1e-12)
+        assert c * h * np.hypot(dr, dc) <= res.length <= 1.09 * c * h * np.hypot(dr, dc)
     res = grid_geodesic(out, (1, 2), (9, 5))
-    dr, dc = 8, 3
-    assert res.length == pytest.approx(c * h * (max(dr, dc) - min(dr, dc) + np.sqrt(2) * min(dr, dc)), rel=1e-12)
-    assert c * h * np.hypot(dr, dc) <= res.length <= 1.09 * c * h * np.hypot(dr, dc)
     assert tuple(res.path[0]) == (1, 2) and tuple(res.path[-1]) == (9, 5)
     steps = np.abs(np.diff(res.path, axis=0))
     assert steps.max() == 1 and np.all(steps.sum(1) >= 1)

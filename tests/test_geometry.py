@@ -81,11 +81,12 @@ def test_linear_slice_metric_and_grid_estimate_are_exact():
     u, v = readonly(rng.standard_normal(10)), readonly(rng.standard_normal(10))
     B = np.stack([u, v], axis=1)
     G2 = B.T @ A.T @ A @ B
-    sl = make_slice(rand_points(1, 10, 3)[0], u, v, extent=2.0, resolution=9)
+    sl = make_slice(rand_points(1, 10, 3)[0], u, v, extent=(-2.0, 2.0, -1.0, 0.5), resolution=(9, 6))
+    assert sl.spacing[0] != sl.spacing[1]
     got = slice_metric(dec, sl.nodes().reshape(-1, 10), u, v)
     np.testing.assert_allclose(got, np.broadcast_to(G2, got.shape), rtol=1e-12)
     mf = grid_magnification(decode_grid(dec, sl), sl.spacing)
-    assert mf.shape == (8, 8)
+    assert mf.shape == (5, 8)
     # The decoded grid of a linear map is a lattice of identical parallelograms: exact, not just a limit.
     np.testing.assert_allclose(mf, np.sqrt(np.linalg.det(G2)), rtol=1e-9)
 
