@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +29,10 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial import cKDTree
 
 from .geometry import (
-    DEFAULT_BATCH,
     ArrayLike,
     Decoder,
     Measure,
+    ProgressFn,
     _batches,
     _float64_tensor,
     _latent_tensor,
@@ -42,8 +41,6 @@ from .geometry import (
     curve_length,
     get_measure,
 )
-
-ProgressFn = Callable[[int, int], None]
 
 # Dijkstra treats stored zeros as edges, but sparse arithmetic may drop them; keep weights strictly positive.
 _MIN_WEIGHT = 1e-12

@@ -46,6 +46,7 @@ from torch.func import jvp
 
 ArrayLike = np.ndarray | torch.Tensor
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
+ProgressFn = Callable[[int, int], None]  # progress(done, total)
 
 DEFAULT_BATCH = 1024  # points per decoder call in batched helpers
 
@@ -83,8 +84,7 @@ class Decoder:
                    dtype=dtype)
 
     def as_latent(self, z: ArrayLike, name: str = "z") -> torch.Tensor:
-        """Validate and convert latent points to a (N, d) tensor of this decoder's dtype (a new tensor or a
-        read-only view; the caller's array is never modified)."""
+        """Validate and convert latent points to a new (N, d) tensor of this decoder's dtype."""
         return _latent_tensor(z, self.latent_dim, self.dtype, name)
 
     def mean(self, z: ArrayLike) -> torch.Tensor:
@@ -142,7 +142,11 @@ def torch_threads(n: int = 1) -> Iterator[None]:
 
 
 def _latent_tensor(z: ArrayLike, d: int, dtype: torch.dtype, name: str) -> torch.Tensor:
-    t = z.detach().to(dtype=dtype, copy=True) if isinstance(z, torch.Tensor) else torch.tensor(np.asarray(z), dtype=dtype)
+    """A validated (N, d) copy; copying keeps read-only numpy input and the caller's tensors untouched."""
+    if isinstance(z, torch.Tensor):
+        t = z.detach().to(dtype=dtype, copy=True)
+    else:
+        t = torch.tensor(np.asarray(z), dtype=dtype)
     if t.ndim != 2 or t.shape[1] != d:
         raise ValueError(f"{name} must have shape (N, {d}), got {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
@@ -231,11 +235,13 @@ def jacobian(decoder: Decoder, z: ArrayLike, *, output: str = "mean", batch_size
 
 
 @torch.no_grad()
-def pullback_metric(decoder: Decoder, z: ArrayLike, *, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+def pullback_metric(decoder: Decoder, z: ArrayLike, *, batch_size: int = DEFAULT_BATCH,
+                    progress: ProgressFn | None = None) -> np.ndarray:
     """Pullback metric of the decoder mean, G = J^T J.
 
     Args:
         z: (N, d) latent points.
+        progress: called as progress(points done, N) after each batch (for long runs over the catalog).
 
     Returns:
         (N, d, d) float64 symmetric positive semi-definite matrices.
@@ -246,15 +252,19 @@ def pullback_metric(decoder: Decoder, z: ArrayLike, *, batch_size: int = DEFAULT
     for b in _batches(len(Z), batch_size):
         J = _jvps(decoder.mean_fn, Z[b], eye)[1].double()  # (B, D, d)
         out[b] = (J.transpose(1, 2) @ J).numpy()  # (B, d, d)
+        if progress is not None:
+            progress(b.stop, len(Z))
     return out
 
 
 @torch.no_grad()
-def fisher_rao_metric(decoder: Decoder, z: ArrayLike, *, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+def fisher_rao_metric(decoder: Decoder, z: ArrayLike, *, batch_size: int = DEFAULT_BATCH,
+                      progress: ProgressFn | None = None) -> np.ndarray:
     """Fisher-Rao metric of a Bernoulli decoder, G_FR = J_l^T diag(p (1 - p)) J_l with p = sigmoid(l).
 
     Args:
         z: (N, d) latent points.
+        progress: called as progress(points done, N) after each batch.
 
     Returns:
         (N, d, d) float64 matrices.
@@ -269,10 +279,12 @@ def fisher_rao_metric(decoder: Decoder, z: ArrayLike, *, batch_size: int = DEFAU
         w = p * (1.0 - p)  # (B, D) Bernoulli variance = Fisher information of the logit
         J = J.double()  # (B, D, d)
         out[b] = torch.einsum("bDi,bD,bDj->bij", J, w, J).numpy()
+        if progress is not None:
+            progress(b.stop, len(Z))
     return out
 
 
-#: Metrics by name; all share the signature ``(decoder, z, *, batch_size) -> (N, d, d)``.
+#: Metrics by name; all share the signature ``(decoder, z, *, batch_size, progress) -> (N, d, d)``.
 METRICS: dict[str, Callable[..., np.ndarray]] = {
     "pullback": pullback_metric,
     "fisher_rao": fisher_rao_metric,
@@ -284,11 +296,11 @@ def _check_name(name: str, registry: dict[str, Any], what: str) -> None:
         raise ValueError(f"unknown {what} {name!r}; choose one of: {', '.join(registry)}")
 
 
-def metric_tensor(decoder: Decoder, z: ArrayLike, kind: str = "pullback", *,
-                  batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+def metric_tensor(decoder: Decoder, z: ArrayLike, kind: str = "pullback", *, batch_size: int = DEFAULT_BATCH,
+                  progress: ProgressFn | None = None) -> np.ndarray:
     """The metric named ``kind`` (see :data:`METRICS`) at (N, d) points: (N, d, d) float64."""
     _check_name(kind, METRICS, "metric")
-    return METRICS[kind](decoder, z, batch_size=batch_size)
+    return METRICS[kind](decoder, z, batch_size=batch_size, progress=progress)
 
 
 def log_magnification(G: ArrayLike) -> np.ndarray:
@@ -308,9 +320,13 @@ def log_magnification(G: ArrayLike) -> np.ndarray:
 
 
 def log_magnification_at(decoder: Decoder, z: ArrayLike, kind: str = "pullback", *,
-                         batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-    """0.5 log det G(z) of the full d-dimensional metric at (N, d) points: (N,) float64."""
-    return log_magnification(metric_tensor(decoder, z, kind, batch_size=batch_size))
+                         batch_size: int = DEFAULT_BATCH, progress: ProgressFn | None = None) -> np.ndarray:
+    """0.5 log det G(z) of the full d-dimensional metric at (N, d) points: (N,) float64.
+
+    Over the whole catalog this is slow (ten JVPs per point; minutes for 70k means): run it behind a button
+    with ``progress`` and cache the result keyed by the model's hash.
+    """
+    return log_magnification(metric_tensor(decoder, z, kind, batch_size=batch_size, progress=progress))
 
 
 @torch.no_grad()
@@ -566,7 +582,7 @@ def make_slice(origin: ArrayLike, u: ArrayLike, v: ArrayLike, *,
     n_s, n_t = (resolution, resolution) if isinstance(resolution, (int, np.integer)) else tuple(resolution)
     if int(n_s) < 2 or int(n_t) < 2:
         raise ValueError(f"resolution must be at least 2 nodes per axis, got {resolution}")
-    return LatentSlice(o, _readonly(uu), _readonly(vv), _readonly(np.linspace(box[0], box[1], int(n_s))),
+    return LatentSlice(_readonly(o), _readonly(uu), _readonly(vv), _readonly(np.linspace(box[0], box[1], int(n_s))),
                        _readonly(np.linspace(box[2], box[3], int(n_t))))
 
 

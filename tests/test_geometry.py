@@ -204,7 +204,10 @@ def test_jacobian_jvp_matches_jacfwd_autograd_and_finite_differences():
 def test_metric_batching_does_not_change_results():
     dec, _ = mlp_logits()
     Z = rand_points(7, 10, 11)
-    np.testing.assert_allclose(pullback_metric(dec, Z, batch_size=3), pullback_metric(dec, Z), rtol=1e-13)
+    calls = []
+    G = pullback_metric(dec, Z, batch_size=3, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(3, 7), (6, 7), (7, 7)]
+    np.testing.assert_allclose(G, pullback_metric(dec, Z), rtol=1e-13)
     np.testing.assert_allclose(fisher_rao_metric(dec, Z, batch_size=2), fisher_rao_metric(dec, Z), rtol=1e-13)
 
 
