@@ -266,7 +266,9 @@ def flow_cartogram(density: np.ndarray, points: np.ndarray | None = None, *, ext
         density: (n_y, n_x) non-negative densities per cell (e.g. MF_2 of a slice, or a splatted UMAP map);
             n_x, n_y a power of 2 in 64..256 are typical, any size >= 2 works.
         points: optional (n, 2) [x, y] points inside the extent, carried along with the grid.
-        extent: (x_min, x_max, y_min, y_max) the grid covers; default the cell units (0, n_x, 0, n_y).
+        extent: (x_min, x_max, y_min, y_max) the grid covers; default the cell units (0, n_x, 0, n_y). The flow
+            is computed in cell units and mapped affinely, so with non-square cells areas still follow the
+            target exactly, though the shapes differ from an isotropic flow in extent units.
         preprocess: apply :func:`preprocess_density` (clip, gamma, blur); if False, ``density`` is the
             target and must be strictly positive.
         tol: step acceptance threshold on max |midpoint - Euler|^2 in cells^2 (default 1e-6 min(n_x, n_y)).

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -419,3 +422,14 @@ def test_torch_threads_restores_setting():
     with pytest.raises(ValueError):
         with torch_threads(0):
             pass
+
+
+def test_importing_does_no_work_and_never_pulls_in_streamlit():
+    code = (
+        "import sys, torch; n = torch.get_num_threads(); "
+        "import latent.geometry, latent.geodesic, latent.cartogram; "
+        "assert 'streamlit' not in sys.modules; assert torch.get_num_threads() == n; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
