@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from geometry_oracles import readonly
+from tests.geometry_oracles import readonly
 from latent.cartogram import (
     cell_areas,
     flow_cartogram,

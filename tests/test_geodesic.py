@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.sparse.csgraph import dijkstra
 
-from geometry_oracles import (
+from tests.geometry_oracles import (
     cylinder,
     great_circle,
     linear,

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import jacfwd, vmap
 
-from geometry_oracles import cylinder, function_graph, linear, mlp_logits, readonly, sphere
+from tests.geometry_oracles import cylinder, function_graph, linear, mlp_logits, readonly, sphere
 from latent.geometry import (
     MEASURES,
     METRICS,
