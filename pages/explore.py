@@ -10,6 +10,10 @@ from latent.scores import SCORES
 from ui import state
 from ui.resources import active_dimensions, get_index, get_resources
 
+#: Headings of the three galleries.
+GALLERY_TITLES = {"likelihood": "Log-likelihood log q(z|x)", "euclidean": "Euclidean ‖z − μ(x)‖",
+                  "kl": "KL( N(z, s²) ‖ q(z|x) )"}
+
 res = get_resources()
 index = get_index(res)
 state.init_session_state(res)
@@ -86,7 +90,7 @@ for column, name in zip(columns, state.EXPLORE_SCORES):
     score = SCORES[name]
     rows = table[table["score"] == name]
     with column:
-        st.markdown(f"#### {name.replace('_', ' ').capitalize()}")
+        st.markdown(f"#### {GALLERY_TITLES[name]}")
         st.caption(score.summary + (" Higher is nearer." if score.higher_is_nearer else " Lower is nearer."))
         thumbs = [png_bytes(res.data.images[i], scale=3) for i in rows["item"]]
         captions = [f"{c} #{i} · {v:.2f}" for c, i, v in zip(rows["class"], rows["item"], rows["value"])]

@@ -17,10 +17,11 @@ MAIN = '[data-testid="stMain"]'
 
 
 def wait_idle(page, timeout: float = 120_000) -> None:
-    """Wait until Streamlit has finished running the script (its status widget is gone)."""
+    """Wait until a run has finished: the app writes the full query (with ``score=``) into the URL at
+    the end of every run, and Streamlit's running indicator is gone."""
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " && document.querySelector('[data-testid=\"stMain\"]') !== null", timeout=timeout)
+        "() => location.search.includes('score=')"
+        " && !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
     page.wait_for_timeout(300)
 
 
@@ -30,8 +31,17 @@ def decoded_src(page) -> str:
     return image.get_attribute("src")
 
 
+def wait_for_new_image(page, old_src: str, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        """old => [...document.querySelectorAll('[data-testid="stImage"] img')].some(
+               img => img.closest('[data-testid="stImage"]').innerText.includes('Decoded garment') && img.src !== old
+               && !img.src.endsWith(old))""", arg=old_src, timeout=timeout)
+
+
 def gallery_captions(page) -> list[str]:
-    return page.locator(f'{MAIN} [data-testid="stImage"]').filter(has_text=re.compile(r"#\d+ · ")).all_inner_texts()
+    """Every neighbour caption ('Class #item · value') on the page, in order."""
+    texts = page.locator(f'{MAIN} [data-testid="stImage"]').filter(has_text=re.compile(r"#\d+ · ")).all_inner_texts()
+    return [line.strip() for text in texts for line in text.split("\n") if re.search(r"#\d+ · ", line)]
 
 
 def url_params(page) -> dict[str, str]:
@@ -45,10 +55,11 @@ def test_explore_slider_changes_the_image_and_the_neighbours(server, page):
     assert len(before_neighbours) == 18  # 3 scores x k
     save_screenshot(page, "explore")
 
-    slider = page.locator('[data-testid="stSlider"]').filter(has_text=re.compile(r"^z0")).locator('[role="slider"]')
+    slider = page.locator('input[type="range"][aria-label="z0"]')
     slider.focus()
     slider.press("End")  # z0 to the top of its range
-    page.wait_for_function(f"() => !location.search.includes('z=0,0,0')", timeout=60_000)
+    page.wait_for_function("() => new URLSearchParams(location.search).get('z').startsWith('5.5')", timeout=60_000)
+    wait_for_new_image(page, before_src)
     wait_idle(page)
     after_src = decoded_src(page)
     assert after_src != before_src
