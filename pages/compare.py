@@ -36,13 +36,17 @@ names = list(SCORES)
 table = neighbour_table(index, res.catalog, z, names, q.k, q.s)
 
 st.subheader("Top-k under each score")
+with st.expander("The formulas", icon=":material/function:"):
+    for name in names:
+        st.markdown(f"**{name}**: {SCORES[name].summary}")
+        st.latex(SCORES[name].formula)
 for name in names:
     rows = table[table["score"] == name]
     score = SCORES[name]
     c_name, c_strip = st.columns([1, 4], vertical_alignment="center")
     with c_name:
         st.markdown(f"**{name}**")
-        st.latex(score.formula)
+        st.caption(("Higher" if score.higher_is_nearer else "Lower") + " is nearer.")
     with c_strip:
         st.image(png_bytes(strip(res.data.images[rows["item"].to_numpy()], scale=2, gap=4)),
                  caption=" · ".join(f"#{i} {v:.2f}" for i, v in zip(rows["item"], rows["value"])), output_format="PNG")

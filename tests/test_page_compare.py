@@ -29,7 +29,8 @@ def test_every_score_is_ranked_and_matches_the_index(expected):
         shown = [int(v) for v in re.findall(r"#(\d+)", caption)]
         items, _ = expected.index.search(z, score=name, k=6)
         assert shown == items.tolist(), name
-    assert [m.value for m in at.markdown if m.value.startswith("**")][: len(SCORES)] == [f"**{n}**" for n in SCORES]
+    assert [m.value for m in at.markdown if m.value.startswith("**") and m.value.endswith("**")] == \
+        [f"**{n}**" for n in SCORES]
 
 
 def test_agreement_heatmaps_equal_brute_force(expected):
