@@ -108,8 +108,10 @@ def test_atlas_shows_the_map_and_a_click_sets_the_query(server, page, real_data)
 
     # Explore follows: the sliders now hold that item's mean.
     page.locator('[data-testid="stSidebarNav"] a', has_text="Explore").click()
-    wait_idle(page)
     page.get_by_text(f"Item #{item}").wait_for(state="visible")
+    page.wait_for_function(
+        "item => { const p = new URLSearchParams(location.search); return p.get('item') === item && p.has('z'); }",
+        arg=str(item), timeout=60_000)
     from tests.apptest_support import load_expected
 
     mu = load_expected(real_data).catalog.mu[item]
