@@ -181,7 +181,7 @@ else:
     x_title, y_title = f"towards #{via[0]} (latent units)", f"towards #{via[1]}, orthogonalised"
 
 fig = go.Figure(go.Heatmap(
-    x=mag.s_centres + ox, y=mag.t_centres + oy, z=mag.log_mf, colorscale="Viridis",
+    x=mag.s_centres + ox, y=mag.t_centres + oy, z=mag.log_mf, colorscale="Viridis", zsmooth="best",
     colorbar=dict(title=dict(text="log MF₂", side="right"), thickness=14),
     hovertemplate=f"{x_title} %{{x:.2f}}<br>{y_title} %{{y:.2f}}<br>log MF₂ %{{z:.2f}}<extra></extra>"))
 in_window = [int(i) for i in like_items if not np.array_equal(mu[i], z)]
@@ -206,8 +206,9 @@ if zb is not None:
 fig.add_trace(go.Scatter(x=[ox], y=[oy], mode="markers", name="query z",
                          marker=dict(size=20, symbol="star", color=QUERY_COLOUR, line=dict(width=1.5, color="#000000")),
                          hovertemplate="the query z<extra></extra>"))
-fig.update_layout(height=560, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="#FFFFFF",
-                  legend=dict(orientation="h", y=-0.12, x=0),
+fig.update_layout(height=600, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="#FFFFFF",
+                  legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(20,20,20,0.6)",
+                              font=dict(color="#FFFFFF", size=11)),
                   xaxis=dict(title=x_title, range=[s_lo + ox, s_hi + ox], constrain="domain", showgrid=False),
                   yaxis=dict(title=y_title, range=[t_lo + oy, t_hi + oy], scaleanchor="x", constrain="domain",
                              showgrid=False))
@@ -238,6 +239,10 @@ else:
     with left:
         st.selectbox("Towards item", with_current(candidates, (target,)), format_func=item_label,
                      help="One of the nearest items by likelihood.", **cs.bind(cs.W_TARGET, "target", target))
+        a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
+        a1.number_input("Or any item", 0, len(res.catalog) - 1, value=int(target), step=1, key=cs.W_TARGET_ANY)
+        a2.button("Use", key=cs.BTN_TARGET_ANY, width="stretch",
+                  on_click=lambda: cs.set_extra("target", int(st.session_state[cs.W_TARGET_ANY])))
         if geo is None:
             st.button("Compute the geodesic", key=cs.BTN_GEODESIC, on_click=request_geodesic,
                       args=(res, q.z, zb, measure), icon=":material/route:", type="primary",

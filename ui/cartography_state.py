@@ -26,11 +26,13 @@ W_VIA_Y = "w_carto_via_y"
 W_EXTENT = "w_carto_extent"
 W_GRID = "w_carto_grid"
 W_TARGET = "w_carto_target"
+W_TARGET_ANY = "w_carto_target_any"
 W_VIEW = "w_carto_view"
 W_GARMENTS = "w_carto_garments"
 BTN_EXACT = "btn_carto_exact"
 BTN_GEODESIC = "btn_carto_geodesic"
 BTN_GRAPH = "btn_carto_graph"
+BTN_TARGET_ANY = "btn_carto_target_any"
 
 
 def extra(name: str) -> Any:

@@ -220,8 +220,15 @@ def build_graph(res: Resources, measure: str) -> LatentGraph:
     return graph
 
 
+def _graph_stamp(res: Resources, measure: str) -> tuple[str, str, int]:
+    """The graph's key, file and modification time: what its derived caches are keyed by."""
+    key = graph_key(res, measure)
+    path = graph_file(key)
+    return key, str(path), path.stat().st_mtime_ns if path.is_file() else 0
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _graph_distances(key: str, z: tuple[float, ...], _graph: LatentGraph, _decoder: Decoder) -> np.ndarray:
+def _graph_distances(stamp: tuple, z: tuple[float, ...], _graph: LatentGraph, _decoder: Decoder) -> np.ndarray:
     with torch_threads(1):
         distances = _graph.query(_decoder, np.array(z)).distances
     distances.setflags(write=False)
@@ -230,11 +237,11 @@ def _graph_distances(key: str, z: tuple[float, ...], _graph: LatentGraph, _decod
 
 def graph_distances(res: Resources, graph: LatentGraph, measure: str, z: tuple[float, ...]) -> np.ndarray:
     """Graph-geodesic distance from z to every item (N,): one Dijkstra on the cached graph (tens of ms)."""
-    return _graph_distances(graph_key(res, measure), tuple(z), graph, get_decoder(res))
+    return _graph_distances(_graph_stamp(res, measure), tuple(z), graph, get_decoder(res))
 
 
 @st.cache_resource(show_spinner="Stretching the map ...", max_entries=4)
-def _stretched_map(key: str, _graph: LatentGraph, _embedding: np.ndarray) -> tuple[Cartogram, np.ndarray]:
+def _stretched_map(stamp: tuple, _graph: LatentGraph, _embedding: np.ndarray) -> tuple[Cartogram, np.ndarray]:
     weights = graph_stretch(_graph) ** 2
     cart = map_cartogram(_embedding, weights)
     moved = cart.map_points(np.asarray(_embedding, dtype=np.float64))
@@ -244,4 +251,4 @@ def _stretched_map(key: str, _graph: LatentGraph, _embedding: np.ndarray) -> tup
 
 def stretched_map(res: Resources, graph: LatentGraph, measure: str, embedding: np.ndarray) -> tuple[Cartogram, np.ndarray]:
     """The UMAP map stretched by the items' squared graph stretch, and every item's carried position (N, 2)."""
-    return _stretched_map(graph_key(res, measure), graph, embedding)
+    return _stretched_map(_graph_stamp(res, measure), graph, embedding)
