@@ -206,16 +206,22 @@ if zb is not None:
 fig.add_trace(go.Scatter(x=[ox], y=[oy], mode="markers", name="query z",
                          marker=dict(size=20, symbol="star", color=QUERY_COLOUR, line=dict(width=1.5, color="#000000")),
                          hovertemplate="the query z<extra></extra>"))
-fig.update_layout(height=600, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="#FFFFFF",
-                  legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(20,20,20,0.6)",
-                              font=dict(color="#FFFFFF", size=11)),
-                  xaxis=dict(title=x_title, range=[s_lo + ox, s_hi + ox], constrain="domain", showgrid=False),
-                  yaxis=dict(title=y_title, range=[t_lo + oy, t_hi + oy], scaleanchor="x", constrain="domain",
-                             showgrid=False))
+fig.update_layout(height=540, margin=dict(l=10, r=10, t=10, b=10), plot_bgcolor="#FFFFFF", showlegend=False,
+                  xaxis=dict(title=x_title, range=[s_lo + ox, s_hi + ox], showgrid=False, zeroline=False),
+                  yaxis=dict(title=y_title, range=[t_lo + oy, t_hi + oy], showgrid=False, zeroline=False))
+key_text = [":orange[★] the query z"]
+if zb is not None:
+    key_text.append(f":red[◆] the target {item_label(target)}")
+    key_text.append(f"white dashes: the straight line ({straight_len:.2f})")
+    if geo is not None:
+        key_text.append(f":red[━] the geodesic ({geo.length:.2f}), projected")
+if in_window:
+    key_text.append(f"○ the top-{k} likelihood neighbours, projected")
 
 map_col, tiles_col = st.columns([6, 5], gap="medium")
 with map_col:
     st.plotly_chart(fig, key="carto_heatmap", config={"displaylogo": False})
+    st.caption(" · ".join(key_text))
 with tiles_col:
     mosaic = thumbnail_mosaic(tiles, gap=2, background=0.25)
     st.image(png_bytes(mosaic, scale=2), output_format="PNG",
