@@ -318,14 +318,14 @@ if view == "slice":
     cfig = go.Figure(go.Scatter(x=np.array(xs, dtype=float) + ox, y=np.array(ys, dtype=float) + oy, mode="lines",
                                 line=dict(color="#9AA0A6", width=1), name="grid lines", hoverinfo="skip"))
     show_garments = st.session_state.setdefault(cs.W_GARMENTS, True)
-    if show_garments:
+    if show_garments:  # each garment at the centre of its stretched tile, as large as the tile's area allows
         centres, areas = block_areas(cart, sl, tiles.shape[0])
-        for r in range(tiles.shape[0]):
-            for c in range(tiles.shape[1]):
-                side = 0.92 * float(np.sqrt(max(areas[r, c], 0.0)))
-                cfig.add_layout_image(source=png_uri(tiles[r, c], 3), xref="x", yref="y",
-                                      x=centres[r, c, 0] + ox, y=centres[r, c, 1] + oy, sizex=side, sizey=side,
-                                      xanchor="center", yanchor="middle", sizing="stretch", layer="below")
+        sides = 0.92 * np.sqrt(np.maximum(areas, 0.0))
+        cfig.update_layout(images=[
+            dict(source=png_uri(tiles[r, c], 3), xref="x", yref="y", x=centres[r, c, 0] + ox, y=centres[r, c, 1] + oy,
+                 sizex=sides[r, c], sizey=sides[r, c], xanchor="center", yanchor="middle", sizing="stretch",
+                 layer="below")
+            for r in range(tiles.shape[0]) for c in range(tiles.shape[1])])
     if zb is not None:
         p = carry(cart, sl.project(straight)) + [ox, oy]
         cfig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines", name="straight line",
