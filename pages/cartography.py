@@ -277,16 +277,18 @@ distances = graph_distances(res, graph, measure, q.z) if graph is not None else 
 like_col, geo_col = st.columns(2, gap="large")
 with like_col:
     st.markdown("#### Log-likelihood log q(z|x)")
-    st.caption("The posterior density of each item at z. Higher is nearer.")
+    st.caption("The posterior density of each item at z. Higher is nearer."
+               + (" *geodesic #r*: the item's rank by graph geodesic distance." if distances is not None else ""))
     captions = [f"{CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {v:.2f}" for i, v in zip(like_items, like_values)]
     if distances is not None:
-        captions = [f"{c} · geodesic rank {r}" for c, r in zip(captions, ranks_of(distances, like_items, False))]
+        captions = [f"{c} · geodesic #{r}" for c, r in zip(captions, ranks_of(distances, like_items, False))]
     st.image([png_bytes(res.data.images[i], scale=3) for i in like_items], caption=captions, width=84,
              output_format="PNG")
 with geo_col:
     st.markdown("#### Graph geodesic distance")
     st.caption("Shortest path from z through the 10-nearest-neighbour graph of all item means, each edge weighed by "
-               "the decoded distance along it (Dijkstra). Lower is nearer.")
+               "the decoded distance along it (Dijkstra). Lower is nearer. *likelihood #r*: the item's rank by "
+               "likelihood.")
     if graph is None:
         st.info(f"The geodesic graph for this measure is not built yet. Building it decodes all "
                 f"{len(res.catalog):,} means once (about a minute here); it is then cached on disk.",
@@ -297,7 +299,7 @@ with geo_col:
     else:
         geo_items, geo_dist = top_k(distances, k)
         like_rank = ranks_of(index.scores_all(z, score="likelihood"), geo_items, True)
-        captions = [f"{CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {v:.2f} · likelihood rank {r}"
+        captions = [f"{CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {v:.2f} · likelihood #{r}"
                     for i, v, r in zip(geo_items, geo_dist, like_rank)]
         st.image([png_bytes(res.data.images[i], scale=3) for i in geo_items], caption=captions, width=84,
                  output_format="PNG")

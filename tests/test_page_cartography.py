@@ -217,12 +217,12 @@ def test_geodesic_ranking_is_dijkstra_on_the_cached_graph(expected, decoder, gra
     with torch_threads(1):
         distances = graph.query(decoder, z.astype(np.float64)).distances
     order = np.lexsort((np.arange(len(distances)), distances))[:6]
-    shown = [(int(m.group(1)), float(m.group(2)), int(m.group(3))) for c, _ in captions_with(at, "likelihood rank")
-             for m in [re.search(r"#(\d+) · ([\d.]+) · likelihood rank (\d+)", c)]]
+    shown = [(int(m.group(1)), float(m.group(2)), int(m.group(3))) for c, _ in captions_with(at, "likelihood #")
+             for m in [re.search(r"#(\d+) · ([\d.]+) · likelihood #(\d+)", c)]]
     assert [s[0] for s in shown] == order.tolist()
     np.testing.assert_allclose([s[1] for s in shown], distances[order], atol=0.005)
     loglik = expected.index.scores_all(z, score="likelihood")
     like_order = np.lexsort((np.arange(len(loglik)), -loglik))
     assert [s[2] for s in shown] == [int(np.flatnonzero(like_order == i)[0]) + 1 for i in order]
-    first = [c for c, _ in captions_with(at, "geodesic rank")][0]
+    first = [c for c, _ in captions_with(at, "geodesic #")][0]
     assert first.startswith(CLASS_NAMES[int(expected.catalog.labels[like_order[0]])])
