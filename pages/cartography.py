@@ -386,8 +386,9 @@ else:
             st.plotly_chart(mfig, key="carto_map", config={"displaylogo": False, "scrollZoom": True})
         with note_col:
             st.markdown("The UMAP map of all items, stretched so that each region's area follows the total "
-                        "**squared stretch** of its items: the mean decoded distance per unit of latent distance "
-                        "along each item's graph edges, a finite-difference stand-in for MF₂.")
+                        "**squared stretch** of its items. An item's stretch is the mean decoded distance per unit of "
+                        "latent distance along its graph edges (this project's finite-difference measure, a stand-in "
+                        "for √MF₂): regions grow where the decoder changes fast, and where items are many.")
             st.caption(f"{mcart.density.shape[0]} × {mcart.density.shape[1]} cells · {mcart.n_steps} flow steps.")
 
 state.sync_url()
