@@ -329,14 +329,14 @@ if view == "slice":
                  layer="below")
             for r in range(tiles.shape[0]) for c in range(tiles.shape[1])])
     if zb is not None:
-        p = carry(cart, sl.project(straight)) + [ox, oy]
+        p = carry(cart, sl.project(straight)) + np.array([ox, oy])
         cfig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines", name="straight line",
                                   line=dict(color="#1F77B4", width=2.5, dash="dash"), hoverinfo="skip"))
         if geo is not None:
-            p = carry(cart, sl.project(geo.curve)) + [ox, oy]
+            p = carry(cart, sl.project(geo.curve)) + np.array([ox, oy])
             cfig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines", name="geodesic",
                                       line=dict(color=GEODESIC_COLOUR, width=3.5), hoverinfo="skip"))
-    p = carry(cart, np.zeros((1, 2))) + [ox, oy]
+    p = carry(cart, np.zeros((1, 2))) + np.array([ox, oy])
     cfig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", name="query z",
                               marker=dict(size=18, symbol="star", color=QUERY_COLOUR,
                                           line=dict(width=1.5, color="#000000")), hoverinfo="skip"))
@@ -351,9 +351,9 @@ if view == "slice":
     with note_col:
         st.toggle("Garments on the map", key=cs.W_GARMENTS)
         target_area = cart.target_areas()
-        st.markdown(f"Each cell's area now follows MF₂ (after clipping to the 1st-99th percentiles, γ = 0.5 and a "
-                    f"blur of 2 cells): regions where the decoder changes fast are **enlarged**, flat ones "
-                    f"**shrunk**. Each garment is drawn at the size of its stretched tile.")
+        st.markdown("Each cell's area now follows MF₂ (after clipping to the 1st-99th percentiles, γ = 0.5 and a "
+                    "blur of 2 cells): regions where the decoder changes fast are **enlarged**, flat ones "
+                    "**shrunk**. Each garment is drawn at the size of its stretched tile.")
         st.caption(f"Largest to smallest cell area: {target_area.max() / target_area.min():.1f} : 1 · "
                    f"{cart.density.shape[0]} × {cart.density.shape[1]} cells · {cart.n_steps} flow steps · "
                    f"{cart.seconds:.2f} s. A cartogram equalises area, not distance: curved metrics cannot be "

@@ -151,7 +151,7 @@ def test_straight_line_length_and_geodesic(expected, decoder):
 
 def test_choices_change_the_view_and_the_link(expected):
     at = new_app(PAGE, z=Z).run()
-    i, j = kl_order(expected)
+    _, j = kl_order(expected)
     at.selectbox(key="w_carto_dim_x").set_value(3).run()
     assert param(at, "dims") == f"3,{j}"
     at.selectbox(key="w_carto_dim_y").set_value(3).run()  # picking the other axis's dimension swaps them
@@ -224,5 +224,18 @@ def test_geodesic_ranking_is_dijkstra_on_the_cached_graph(expected, decoder, gra
     loglik = expected.index.scores_all(z, score="likelihood")
     like_order = np.lexsort((np.arange(len(loglik)), -loglik))
     assert [s[2] for s in shown] == [int(np.flatnonzero(like_order == i)[0]) + 1 for i in order]
-    first = [c for c, _ in captions_with(at, "geodesic #")][0]
+    first = next(c for c, _ in captions_with(at, "geodesic #"))
     assert first.startswith(CLASS_NAMES[int(expected.catalog.labels[like_order[0]])])
+
+
+def test_items_that_span_no_plane_fall_back_to_the_two_most_active_dimensions(expected):
+    item, other = 4321, 61234
+    at = new_app(PAGE, item=str(item), span="neighbours", via=f"{item},{other}").run()  # z is item's own mean
+    assert not at.exception
+    (warning,) = at.warning
+    assert "do not span a plane" in warning.value
+    i, j = kl_order(expected)
+    layout = chart(at, "carto_heatmap")["layout"]
+    assert layout["xaxis"]["title"]["text"] == f"z{i}" and layout["yaxis"]["title"]["text"] == f"z{j}"
+    assert param(at, "via") == f"{item},{other}"  # the user's choice stays in the link
+

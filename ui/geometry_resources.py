@@ -23,6 +23,7 @@ import numpy as np
 import streamlit as st
 
 from latent import paths
+from latent.cartogram import Cartogram
 from latent.cartography import (
     CURVE_POINTS,
     MagnificationMap,
@@ -33,9 +34,8 @@ from latent.cartography import (
     slice_cartogram,
     slice_thumbnails,
 )
-from latent.cartogram import Cartogram
-from latent.geodesic import GeodesicResult, LatentGraph, continuous_geodesic
 from latent.catalog import kl_per_dimension
+from latent.geodesic import GeodesicResult, LatentGraph, continuous_geodesic
 from latent.geometry import Decoder, LatentSlice, torch_threads, vae_decoder
 from ui.resources import Resources
 
@@ -249,6 +249,7 @@ def _stretched_map(stamp: tuple, _graph: LatentGraph, _embedding: np.ndarray) ->
     return cart, moved
 
 
-def stretched_map(res: Resources, graph: LatentGraph, measure: str, embedding: np.ndarray) -> tuple[Cartogram, np.ndarray]:
+def stretched_map(res: Resources, graph: LatentGraph, measure: str,
+                  embedding: np.ndarray) -> tuple[Cartogram, np.ndarray]:
     """The UMAP map stretched by the items' squared graph stretch, and every item's carried position (N, 2)."""
     return _stretched_map(_graph_stamp(res, measure), graph, embedding)

@@ -35,6 +35,6 @@ def test_cartography_shows_the_map_the_garments_and_a_geodesic(server, page):
 
     page.locator('[data-testid="stMain"]').evaluate("el => el.scrollTo(0, 0)")
     page.mouse.wheel(0, -5000)
-    page.mouse.move(5, 5)  # away from the charts, so no toolbar or hover label shows
+    page.mouse.move(800, 40)  # away from the charts and the sidebar, so no toolbar or hover label shows
     page.wait_for_timeout(800)
     save_screenshot(page, "cartography")
