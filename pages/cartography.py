@@ -85,7 +85,7 @@ def item_label(i: int) -> str:
 
 
 def dim_label(j: int) -> str:
-    return f"z{j} · {kl[j]:.2f} nats" if active[j] else f"z{j} · unused"
+    return f"z{j} · KL {kl[j]:.2f} nats" if active[j] else f"z{j} · unused"
 
 
 def with_current(options: list[int], current) -> list[int]:
@@ -110,16 +110,16 @@ with st.sidebar:
     st.radio("Spanned by", SPANS, format_func=SPAN_LABELS.get, horizontal=True,
              help="Two latent axes through z, or the plane through z and two of its nearest items.",
              **cs.bind(cs.W_SPAN, "span", span))
-    c1, c2 = st.columns(2)
     if span == "dims":
         kx, ky = cs.bind_pair((cs.W_DIM_X, cs.W_DIM_Y), "dims", dims)
-        c1.selectbox("Horizontal", range(d), format_func=dim_label, **kx)
-        c2.selectbox("Vertical", range(d), format_func=dim_label, **ky)
+        st.selectbox("Horizontal axis", range(d), format_func=dim_label, **kx,
+                     help="Each dimension with its mean KL to the prior: how much the model uses it.")
+        st.selectbox("Vertical axis", range(d), format_func=dim_label, **ky)
     else:
         options = with_current(candidates, via)
         kx, ky = cs.bind_pair((cs.W_VIA_X, cs.W_VIA_Y), "via", via)
-        c1.selectbox("Towards", options, format_func=item_label, **kx)
-        c2.selectbox("And", options, format_func=item_label, **ky,
+        st.selectbox("Horizontal: towards item", options, format_func=item_label, **kx)
+        st.selectbox("Vertical: towards item", options, format_func=item_label, **ky,
                      help="The vertical axis is the part of this direction orthogonal to the first.")
     st.select_slider("Half-width", EXTENTS, format_func=extent_label, **cs.bind(cs.W_EXTENT, "extent", extent),
                      help="The window around z: auto is ±3 for two dimensions, 1.25 x the farther item for two items.")
