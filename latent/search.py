@@ -104,6 +104,7 @@ _FLOAT32_SAFE = 1e30  # features or keys beyond this could overflow float32: use
 _SPREAD_CACHE_SIZE = 4  # bhattacharyya feature matrices kept, by spread
 _EXTRA_BLOCKS = 8  # blocks gathered beyond k, so the left-out maximum is usually well below the k-th key
 _EXTRA_CANDIDATES = 24  # candidates rescored beyond k
+_PAD_KEY = -1e38  # constant feature of padding items: below any real key, and still finite in float32
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -320,46 +321,48 @@ def value_from_key(name: str, key: ArrayLike, const: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Prepared:
-    features_t: torch.Tensor | None  # (m, N) float32, contiguous; None: float64 brute force only
+    features_t: torch.Tensor | None  # (m, N_pad) float32, contiguous; None: float64 brute force only
     block_widths: tuple[int, ...]  # feature block widths, summing to m
-    block_starts: np.ndarray  # (n_blocks,) first column of each feature block
-    item_norms: torch.Tensor | None  # (N, n_blocks) float32, per-item bounds on ||psi_i,b||_2, rounded up
-    block_norms: np.ndarray | None  # (N // block_size, n_blocks) float64, per item-block maxima of item_norms
-    max_norms: np.ndarray | None  # (n_blocks,) float64, catalog maxima of item_norms
-    faiss_index: Any  # faiss.IndexFlatIP over psi, or None
+    block_starts: np.ndarray  # (n_feature_blocks,) first column of each feature block
+    item_norms: np.ndarray | None  # (N_pad, n_feature_blocks) float32 bounds on ||psi_i,b||_2, rounded up
+    block_norms: np.ndarray | None  # (N_pad // block_size, n_feature_blocks) float64 maxima per item block
+    max_norms: np.ndarray | None  # (n_feature_blocks,) float64 maxima over the catalog
+    faiss_index: Any  # faiss.IndexFlatIP over the unpadded psi, or None
 
 
 def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, backend: str) -> _Prepared:
+    """Float32 features, transposed and padded to whole blocks, with their per-item error norms.
+
+    Padding items have psi = 0 except the constant column, -1e38: their key is -1e38 for every query
+    whose keys fit in float32 (|key| < 1e30), so they never rank above a real item.
+    """
     psi = features.psi  # (N, m)
     widths = tuple(d if width == "d" else 1 for width in form.blocks)
     starts = np.cumsum((0,) + widths[:-1])
     if not np.isfinite(psi).all() or np.abs(psi).max() >= _FLOAT32_SAFE:
         return _Prepared(None, widths, starts, None, None, None, None)
-    n = psi.shape[0]
-    norms = np.empty((n, len(widths)))
-    start = 0
-    for b, width in enumerate(widths):
-        part = psi[:, start : start + width]  # (N, width)
-        norms[:, b] = np.sqrt((part * part).sum(axis=1))
-        start += width
-    norms[:, -1] = np.maximum(norms[:, -1], features.const_magnitude)  # constant column: its parts' magnitude
-    norms *= 1.0 + 1e-6  # round up, so the float32 copy is still an upper bound
-    n_full_blocks = n // block_size
-    block_norms = norms[: n_full_blocks * block_size].reshape(n_full_blocks, block_size, len(widths)).max(axis=1)
-    psi32 = psi.astype(np.float32)  # (N, m)
+    n, m = psi.shape
+    n_pad = -(-n // block_size) * block_size
+    norms = np.zeros((n_pad, len(widths)))  # padding rows stay 0: they never need a bound
+    norms[:n] = np.sqrt(np.add.reduceat(psi * psi, starts, axis=1))  # (N, n_feature_blocks)
+    norms[:n, -1] = np.maximum(norms[:n, -1], features.const_magnitude)  # the constant column's parts
+    norms *= 1.0 + 1e-6  # round up, so that the float32 copy is still an upper bound
+    features_t = np.zeros((m, n_pad), dtype=np.float32)
+    features_t[:, :n] = psi.T
+    features_t[-1, n:] = _PAD_KEY
     faiss_index = None
     if backend == "faiss":
         import faiss  # optional dependency: imported only when asked for
 
-        faiss_index = faiss.IndexFlatIP(psi32.shape[1])
-        faiss_index.add(np.ascontiguousarray(psi32))
+        faiss_index = faiss.IndexFlatIP(m)
+        faiss_index.add(np.ascontiguousarray(psi, dtype=np.float32))
     return _Prepared(
-        features_t=torch.from_numpy(np.ascontiguousarray(psi32.T)),  # (m, N)
+        features_t=torch.from_numpy(features_t),
         block_widths=widths,
         block_starts=starts,
-        item_norms=torch.from_numpy(norms.astype(np.float32)),
-        block_norms=block_norms,
-        max_norms=norms.max(axis=0),
+        item_norms=norms.astype(np.float32),
+        block_norms=norms.reshape(n_pad // block_size, block_size, len(widths)).max(axis=1),
+        max_norms=norms[:n].max(axis=0),
         faiss_index=faiss_index,
     )
 
@@ -600,13 +603,14 @@ class SearchIndex:
         form = _FORMS[name]
         n = self.n_items_
         n_candidates = min(n, k + _EXTRA_CANDIDATES)
-        if self.backend == "faiss":
-            keys = None
-            keys_top, found = prepared.faiss_index.search(plan.phi32, min(n, n_candidates + 1))  # (1, M+1)
-            candidates = found[0, :n_candidates].astype(np.int64)
-            kappa = float(keys_top[0, -1]) if n_candidates < n else -math.inf
+        keys = None
+        if n_candidates >= n:
+            candidates, kappa = np.arange(n), -math.inf
+        elif self.backend == "faiss":
+            keys_top, found = prepared.faiss_index.search(plan.phi32, n_candidates + 1)  # (1, M+1), best first
+            candidates, kappa = found[0, :n_candidates].astype(np.int64), float(keys_top[0, -1])
         else:
-            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[0]))  # (N,) float32
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[0]))  # (N_pad,) float32
             candidates, kappa = self._select_one(keys, k, n_candidates)
         # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit.
         values = KERNELS[name](z, self.mu_[candidates], self.sigma_[candidates], spread)  # (M,)
@@ -618,28 +622,32 @@ class SearchIndex:
             return ids, values
         return self._widen(prepared, plan, 0, keys, candidates, float(threshold[0]), z, name, spread, k)
 
+    def _uses_blocks(self, k: int, n_candidates: int, n_pad: int) -> bool:
+        """Whether selecting through block maxima is valid and worth it (else a partial sort of all keys)."""
+        bs = int(self.block_size)
+        kept = k + _EXTRA_BLOCKS
+        # kept - 1 whole blocks of real items hold more than n_candidates keys, and blocks are left out.
+        return (kept - 1) * bs > n_candidates and 2 * kept * bs <= n_pad
+
     def _select_one(self, keys: torch.Tensor, k: int, n_candidates: int) -> tuple[np.ndarray, float]:
-        """The n_candidates best of the float32 keys (N,) as int64 ids, and kappa, the best key left out."""
-        n, bs = self.n_items_, int(self.block_size)
-        n_full_blocks = n // bs
-        n_blocks_kept = k + _EXTRA_BLOCKS
-        if not (n_blocks_kept < n_full_blocks and n_candidates < n_blocks_kept * bs <= n // 2):
-            if n_candidates >= n:
-                return np.arange(n), -math.inf
+        """The n_candidates best float32 keys (N_pad,) as int64 ids, and kappa, the best key left out.
+
+        Needs n_candidates < N, so that padding (key -1e38) never ranks among them.
+        """
+        if not self._uses_blocks(k, n_candidates, keys.shape[0]):
             top_keys, top = torch.topk(keys, n_candidates + 1)  # best first
-            return top.numpy()[:n_candidates], float(top_keys[-1])
-        # Partial sort of block maxima instead of all N keys: the best n_blocks_kept blocks (and the
-        # ragged tail) hold every key above the best maximum among the blocks left out.
-        block_max = keys[: n_full_blocks * bs].view(n_full_blocks, bs).amax(dim=1)  # (n_full_blocks,)
-        top_max, top_blocks = torch.topk(block_max, n_blocks_kept + 1)
-        gathered = (top_blocks.numpy()[:n_blocks_kept, None] * bs + np.arange(bs)).reshape(-1)  # (kept*bs,)
-        if n_full_blocks * bs < n:
-            gathered = np.concatenate([gathered, np.arange(n_full_blocks * bs, n)])
-        gathered_keys = keys.numpy()[gathered]
-        best = np.argpartition(gathered_keys, gathered_keys.shape[0] - n_candidates - 1)[-n_candidates - 1 :]
-        best = best[np.argsort(gathered_keys[best])]  # ascending: best[0] is the best key left out
-        kappa = max(float(gathered_keys[best[0]]), float(top_max[-1]))
-        return gathered[best[1:]], kappa
+            return top.numpy()[:n_candidates], float(top_keys.numpy()[-1])
+        # Partial sort of block maxima instead of all keys: the best `kept` blocks hold every key
+        # above the best maximum among the blocks left out.
+        bs = int(self.block_size)
+        kept = k + _EXTRA_BLOCKS
+        blocks = keys.view(-1, bs)  # (n_item_blocks, bs)
+        top_max, top_blocks = torch.topk(blocks.amax(dim=1), kept + 1)  # (kept+1,), best first
+        top_keys, positions = torch.topk(blocks[top_blocks[:kept]].view(-1), n_candidates + 1)  # (M+1,)
+        positions = positions.numpy()
+        ids = top_blocks.numpy()[positions // bs] * bs + positions % bs  # (M+1,)
+        kappa = max(float(top_keys.numpy()[-1]), float(top_max.numpy()[-1]))
+        return ids[:n_candidates], kappa
 
     def _search_many(
         self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan
@@ -647,7 +655,7 @@ class SearchIndex:
         """Queries z (B, d): one matrix product for all keys, then vectorised selection and rescoring."""
         form = _FORMS[name]
         batch = z.shape[0]
-        candidates, kappa, keys = self._candidates(prepared, plan.phi32, k)  # (B, M), (B,), (B, N) or None
+        candidates, kappa, keys = self._candidates(prepared, plan.phi32, k)  # (B, M), (B,), (B, N_pad) or None
         cand_values = KERNELS[name](z[:, None, :], self.mu_[candidates], self.sigma_[candidates], spread)  # (B, M)
         rows = np.arange(batch)[:, None]
         order = np.lexsort((candidates, -cand_values if form.higher_is_nearer else cand_values), axis=-1)[:, :k]
@@ -687,42 +695,34 @@ class SearchIndex:
     def _candidates(
         self, prepared: _Prepared, phi32: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
-        """Over-fetched candidates (B, M) and kappa (B,), the highest float32 key of any item left out.
+        """:meth:`_select_one` for B queries phi32 (B, m): candidates (B, M) and kappa (B,).
 
-        Also returns the float32 keys (B, N) when it computed them (the torch backend), for widening.
+        Also returns the float32 keys (B, N_pad) when it computed them (torch backend), for widening.
         """
         n = self.n_items_
         batch = phi32.shape[0]
         n_candidates = min(n, k + _EXTRA_CANDIDATES)
-        n_fetched = min(n, n_candidates + 1)  # one more than kept: the best key left out
+        if n_candidates >= n:
+            return np.broadcast_to(np.arange(n), (batch, n)), np.full(batch, -np.inf), None
         if self.backend == "faiss":
-            keys_top, ids = prepared.faiss_index.search(phi32, n_fetched)  # (B, M+1) each, best first
-            kappa = keys_top[:, -1].astype(np.float64) if n_candidates < n else np.full(batch, -np.inf)
-            return ids[:, :n_candidates].astype(np.int64), kappa, None
+            keys_top, found = prepared.faiss_index.search(phi32, n_candidates + 1)  # (B, M+1), best first
+            return found[:, :n_candidates].astype(np.int64), keys_top[:, -1].astype(np.float64), None
 
-        keys = torch.from_numpy(phi32) @ prepared.features_t  # (B, N) float32 keys
+        keys = torch.from_numpy(phi32) @ prepared.features_t  # (B, N_pad) float32
+        if not self._uses_blocks(k, n_candidates, keys.shape[1]):
+            top_keys, top = torch.topk(keys, n_candidates + 1, dim=1)  # (B, M+1), best first
+            return top[:, :n_candidates].numpy(), top_keys[:, -1].double().numpy(), keys
         bs = int(self.block_size)
-        n_full_blocks = n // bs
-        n_blocks_kept = k + _EXTRA_BLOCKS
-        use_blocks = n_blocks_kept < n_full_blocks and n_candidates < n_blocks_kept * bs <= n // 2
-        if not use_blocks:  # small catalog or small blocks: partial sort of all keys
-            top_keys, ids = torch.topk(keys, n_fetched, dim=1)  # (B, M+1), best first
-            kappa = top_keys[:, -1].double().numpy() if n_candidates < n else np.full(batch, -np.inf)
-            return ids[:, :n_candidates].numpy(), kappa, keys
-
-        block_max = keys[:, : n_full_blocks * bs].view(batch, n_full_blocks, bs).amax(dim=2)  # (B, n_full_blocks)
-        top_blocks_max, top_blocks = torch.topk(block_max, n_blocks_kept + 1, dim=1)  # (B, kept+1)
-        kappa_out = top_blocks_max[:, -1].double().numpy()  # best key in any block left out
-        offsets = torch.arange(bs)
-        gathered = (top_blocks[:, :-1, None] * bs + offsets).reshape(batch, -1)  # (B, kept*bs)
-        if n_full_blocks * bs < n:  # the ragged tail is always gathered
-            tail = torch.arange(n_full_blocks * bs, n).expand(batch, -1)
-            gathered = torch.cat([gathered, tail], dim=1)
-        gathered_keys = keys.gather(1, gathered)  # (B, G)
-        top_keys, positions = torch.topk(gathered_keys, n_candidates + 1, dim=1)  # (B, M+1)
-        kappa_in = top_keys[:, -1].double().numpy()
-        ids = gathered.gather(1, positions[:, :-1])  # (B, M)
-        return ids.numpy(), np.maximum(kappa_in, kappa_out), keys
+        kept = k + _EXTRA_BLOCKS
+        blocks = keys.view(batch, -1, bs)  # (B, n_item_blocks, bs)
+        top_max, top_blocks = torch.topk(blocks.amax(dim=2), kept + 1, dim=1)  # (B, kept+1)
+        gathered = blocks.gather(1, top_blocks[:, :kept, None].expand(batch, kept, bs))  # (B, kept, bs)
+        top_keys, positions = torch.topk(gathered.view(batch, -1), n_candidates + 1, dim=1)  # (B, M+1)
+        positions = positions.numpy()
+        block_ids = np.take_along_axis(top_blocks.numpy(), positions // bs, axis=1)  # (B, M+1)
+        ids = block_ids * bs + positions % bs
+        kappa = np.maximum(top_keys[:, -1].double().numpy(), top_max[:, -1].double().numpy())
+        return ids[:, :n_candidates], kappa, keys
 
     def _widen(
         self,
@@ -743,22 +743,17 @@ class SearchIndex:
         through the per-block bounds first), rescores them with the candidates, and sorts.
         """
         if keys is None:  # the FAISS backend did not compute all keys
-            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[row]))  # (N,)
-        error_factor, underflow, query_norms = plan.error_factor, float(plan.underflow[row]), plan.query_norms[row]
-        n, bs = self.n_items_, int(self.block_size)
-        n_full_blocks = n // bs
-        qn = torch.from_numpy(query_norms.astype(np.float32))  # (n_blocks,)
-        if n_full_blocks > 0:
-            block_max = keys[: n_full_blocks * bs].view(n_full_blocks, bs).amax(dim=1).double().numpy()
-            block_error = error_factor * (prepared.block_norms @ query_norms) + underflow  # (n_full_blocks,)
-            open_blocks = np.flatnonzero(block_max + block_error >= threshold)
-            ids = (open_blocks[:, None] * bs + np.arange(bs)).reshape(-1)
-            ids = np.concatenate([ids, np.arange(n_full_blocks * bs, n)])
-        else:
-            ids = np.arange(n)
-        ids_t = torch.from_numpy(ids)
-        item_error = error_factor * (prepared.item_norms[ids_t] @ qn).double().numpy() * (1.0 + 1e-5) + underflow
-        reach = keys[ids_t].double().numpy() + item_error
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[row]))  # (N_pad,)
+        bs = int(self.block_size)
+        query_norms = plan.query_norms[row]  # (n_feature_blocks,)
+        underflow = float(plan.underflow[row])
+        block_max = keys.view(-1, bs).amax(dim=1).double().numpy()  # (n_item_blocks,)
+        block_error = plan.error_factor * (prepared.block_norms @ query_norms) + underflow
+        open_blocks = np.flatnonzero(block_max + block_error >= threshold)
+        ids = (open_blocks[:, None] * bs + np.arange(bs)).reshape(-1)
+        ids = ids[ids < self.n_items_]
+        item_error = plan.error_factor * (prepared.item_norms[ids] @ query_norms) * (1.0 + 1e-5) + underflow
+        reach = keys.numpy()[ids].astype(np.float64) + item_error
         keep = np.union1d(ids[reach >= threshold], candidates)
         values = KERNELS[name](z, self.mu_[keep], self.sigma_[keep], spread)  # (|keep|,)
         order = _order(values, keep, _FORMS[name].higher_is_nearer)[:k]
