@@ -327,6 +327,7 @@ class _Prepared:
     item_norms: np.ndarray | None  # (N_pad, n_feature_blocks) float32 bounds on ||psi_i,b||_2, rounded up
     block_norms: np.ndarray | None  # (N_pad // block_size, n_feature_blocks) float64 maxima per item block
     max_norms: np.ndarray | None  # (n_feature_blocks,) float64 maxima over the catalog
+    max_l1: float  # bound on sum_j |psi_ij| over the catalog, for the underflow term
     faiss_index: Any  # faiss.IndexFlatIP over the unpadded psi, or None
 
 
@@ -340,7 +341,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
     widths = tuple(d if width == "d" else 1 for width in form.blocks)
     starts = np.cumsum((0,) + widths[:-1])
     if not np.isfinite(psi).all() or np.abs(psi).max() >= _FLOAT32_SAFE:
-        return _Prepared(None, widths, starts, None, None, None, None)
+        return _Prepared(None, widths, starts, None, None, None, math.inf, None)
     n, m = psi.shape
     n_pad = -(-n // block_size) * block_size
     norms = np.zeros((n_pad, len(widths)))  # padding rows stay 0: they never need a bound
@@ -363,6 +364,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
         item_norms=norms.astype(np.float32),
         block_norms=norms.reshape(n_pad // block_size, block_size, len(widths)).max(axis=1),
         max_norms=norms[:n].max(axis=0),
+        max_l1=float(np.sqrt(widths) @ norms[:n].max(axis=0)),
         faiss_index=faiss_index,
     )
 
@@ -576,7 +578,9 @@ class SearchIndex:
         m = phi.shape[1]
         query_norms = np.sqrt(np.add.reduceat(phi * phi, prepared.block_starts, axis=1))  # (B, n_blocks)
         error_factor = 2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5)
-        underflow = 2.0**-140 * (m + np.abs(phi).sum(axis=1))  # (B,)
+        # Float32 underflow: each rounding into the subnormal range errs by at most 2^-150 in absolute
+        # terms, times a factor of phi (rounding psi), of psi (rounding phi) or 1 (the products).
+        underflow = 2.0**-148 * (m + np.abs(phi).sum(axis=1) + prepared.max_l1)  # (B,)
         key_bound = query_norms @ prepared.max_norms  # (B,) >= sum_j |psi_ij| |phi_j| for every item i
         # Rows whose features could overflow float32 are answered by float64 brute force instead
         # (the comparisons are False for NaN, so those rows are excluded too).
