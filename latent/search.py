@@ -172,14 +172,14 @@ def item_features(
     """
     mu_array, sigma_array = check_catalog(mu, sigma)
     d = mu_array.shape[1]
-    centre = np.zeros(d) if center is None else check_query(center, d)
-    spread_centre = np.zeros(d) if spread_center is None else check_query(spread_center, d)
+    center_array = np.zeros(d) if center is None else check_query(center, d)
+    spread_center = np.zeros(d) if spread_center is None else check_query(spread_center, d)
     if name not in _FORMS:
         raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
     spread = None
     if _FORMS[name].spread_features:
         spread = default_spread(sigma_array) if s is None else np.broadcast_to(check_spread(s, d), (d,))
-    return _item_features(name, mu_array - centre, sigma_array, np.log(sigma_array), spread_centre, spread).psi
+    return _item_features(name, mu_array - center_array, sigma_array, np.log(sigma_array), spread_center, spread).psi
 
 
 def _item_features(
@@ -187,7 +187,7 @@ def _item_features(
     m: np.ndarray,
     sigma: np.ndarray,
     log_sigma: np.ndarray,
-    spread_centre: np.ndarray,
+    spread_center: np.ndarray,
     s: np.ndarray | None,
 ) -> _ItemFeatures:
     """psi for centred means m (N, d), sigma (N, d), log sigma (N, d); s (d,) for bhattacharyya only."""
@@ -213,7 +213,7 @@ def _item_features(
         magnitude = -const
         psi = np.concatenate([-0.5 * a, m * a, -(sigma * sigma + m * m), m, _column(const)], axis=1)  # (N, 4d+1)
     elif name == "wasserstein2":
-        r = sigma - spread_centre  # (N, d)
+        r = sigma - spread_center  # (N, d)
         const = -(m * m + r * r).sum(axis=1)
         magnitude = -const
         psi = np.concatenate([2.0 * m, 2.0 * r, _column(const)], axis=1)
@@ -248,18 +248,20 @@ def query_features(
     ``SCORES[name].fn(z, mu, sigma, s)`` up to float64 rounding.
     """
     z_array = np.asarray(z, dtype=np.float64)
-    d = z_array.shape[0] if z_array.ndim == 1 else -1
+    if z_array.ndim != 1:
+        raise ValueError(f"z must have shape (d,); got shape {z_array.shape}")
+    d = z_array.shape[0]
     z_array = check_query(z_array, d)[None, :]  # (1, d)
     spread = np.broadcast_to(check_spread(s, d), (d,))
-    centre = np.zeros(d) if center is None else check_query(center, d)
-    spread_centre = np.zeros(d) if spread_center is None else check_query(spread_center, d)
+    center_array = np.zeros(d) if center is None else check_query(center, d)
+    spread_center = np.zeros(d) if spread_center is None else check_query(spread_center, d)
     if name not in _FORMS:
         raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
-    query = _query_features(name, z_array - centre, spread, spread_centre)
+    query = _query_features(name, z_array - center_array, spread, spread_center)
     return query.phi[0], float(query.const[0])
 
 
-def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_centre: np.ndarray) -> _QueryFeatures:
+def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_center: np.ndarray) -> _QueryFeatures:
     """phi (B, m) for centred queries y (B, d) and spread s (d,)."""
     batch, d = y.shape
     ones = np.ones((batch, 1))
@@ -287,7 +289,7 @@ def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_centre: np.n
         const = wy2 - d
         magnitude = wy2 + d
     elif name == "wasserstein2":
-        t = s - spread_centre  # (d,)
+        t = s - spread_center  # (d,)
         phi = np.concatenate([y, np.repeat(t[None, :], batch, axis=0), ones], axis=1)
         const = y2.sum(axis=1) + float((t * t).sum())
         magnitude = const
