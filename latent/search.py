@@ -330,6 +330,10 @@ class _Prepared:
     block_norms: np.ndarray | None  # (N_pad // block_size, n_feature_blocks) float64 maxima per item block
     max_norms: np.ndarray | None  # (n_feature_blocks,) float64 maxima over the catalog
     max_l1: float  # bound on sum_j |psi_ij| over the catalog, for the underflow term
+    block_indicator: np.ndarray  # (n_feature_blocks, m) 0/1: which feature block each column is in
+    sqrt_widths: np.ndarray  # (n_feature_blocks,) square roots of the block widths (L1 <= sqrt(w) L2)
+    error_factor: float  # E_i = error_factor * sum_b ||psi_i,b|| ||phi_b|| + underflow
+    slack: float  # relative float64 slack for the key threshold
     faiss_index: Any  # faiss.IndexFlatIP over the unpadded psi, or None
 
 
@@ -340,14 +344,27 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
     whose keys fit in float32 (|key| < 1e30), so they never rank above a real item.
     """
     psi = features.psi  # (N, m)
+    n, m = psi.shape
     widths = tuple(d if width == "d" else 1 for width in form.blocks)
     starts = np.cumsum((0,) + widths[:-1])
+    indicator = np.zeros((len(widths), m))
+    for b, (start, width) in enumerate(zip(starts, widths, strict=True)):
+        indicator[b, start : start + width] = 1.0
+    common = dict(
+        block_widths=widths,
+        block_starts=starts,
+        block_indicator=indicator,
+        sqrt_widths=np.sqrt(widths),
+        # Rounding psi and phi to float32 and any float32 summation order (with or without FMA) err by
+        # at most (m+3)u/(1-(m+3)u) sum_j |psi_j phi_j|; doubling it also covers every float64 error.
+        error_factor=2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5),
+        slack=16.0 * (d + m + 8) * _U64,
+    )
     if not np.isfinite(psi).all() or np.abs(psi).max() >= _FLOAT32_SAFE:
-        return _Prepared(None, widths, starts, None, None, None, math.inf, None)
-    n, m = psi.shape
+        return _Prepared(None, item_norms=None, block_norms=None, max_norms=None, max_l1=math.inf, faiss_index=None, **common)
     n_pad = -(-n // block_size) * block_size
     norms = np.zeros((n_pad, len(widths)))  # padding rows stay 0: they never need a bound
-    norms[:n] = np.sqrt(np.add.reduceat(psi * psi, starts, axis=1))  # (N, n_feature_blocks)
+    norms[:n] = np.sqrt((psi * psi) @ indicator.T)  # (N, n_feature_blocks)
     norms[:n, -1] = np.maximum(norms[:n, -1], features.const_magnitude)  # the constant column's parts
     norms *= 1.0 + 1e-6  # round up, so that the float32 copy is still an upper bound
     features_t = np.zeros((m, n_pad), dtype=np.float32)
@@ -359,15 +376,15 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
 
         faiss_index = faiss.IndexFlatIP(m)
         faiss_index.add(np.ascontiguousarray(psi, dtype=np.float32))
+    max_norms = norms[:n].max(axis=0)
     return _Prepared(
         features_t=torch.from_numpy(features_t),
-        block_widths=widths,
-        block_starts=starts,
         item_norms=norms.astype(np.float32),
         block_norms=norms.reshape(n_pad // block_size, block_size, len(widths)).max(axis=1),
-        max_norms=norms[:n].max(axis=0),
-        max_l1=float(np.sqrt(widths) @ norms[:n].max(axis=0)),
+        max_norms=max_norms,
+        max_l1=float(np.sqrt(widths) @ max_norms),
         faiss_index=faiss_index,
+        **common,
     )
 
 
@@ -377,12 +394,10 @@ class _Plan:
 
     phi32: np.ndarray  # (B, m) float32 query features (zeros on rows that are not usable)
     query: _QueryFeatures
-    query_norms: np.ndarray  # (B, n_blocks) norms of phi's feature blocks
-    error_factor: float  # E_i = error_factor * sum_b ||psi_i,b|| ||phi_b|| + underflow
-    underflow: np.ndarray  # (B,)
+    query_norms: np.ndarray  # (B, n_feature_blocks) norms of phi's feature blocks
+    underflow: np.ndarray  # (B,) absolute error bound from float32 underflow
     max_error: np.ndarray  # (B,) error bound valid for every item
     usable: np.ndarray  # (B,) bool: float32 cannot overflow for this query
-    slack: float  # relative float64 slack for the key threshold
 
 
 # --------------------------------------------------------------------------------------------------
@@ -555,11 +570,10 @@ class SearchIndex:
         prepared = self._prepared_for(name, spread) if k < n else None
         if prepared is None or prepared.features_t is None:
             return self._brute_force(z, name, k, spread)
-        plan = self._plan(name, z, spread, prepared)
         if batch == 1:
-            ids, values = self._search_one(z[0], name, k, spread, prepared, plan)
+            ids, values = self._search_one(z[0], name, k, spread, prepared)
             return ids[None, :], values[None, :]
-        return self._search_many(z, name, k, spread, prepared, plan)
+        return self._search_many(z, name, k, spread, prepared, self._plan(name, z, spread, prepared))
 
     def _brute_force(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Float64 brute force for queries z (B, d): exact by definition, used where float32 cannot help."""
@@ -577,13 +591,11 @@ class SearchIndex:
         spread_d = spread if spread.shape else np.full(self.dim_, spread)
         query = _query_features(name, z - self.center_, spread_d, self.default_spread_)
         phi = query.phi  # (B, m)
-        m = phi.shape[1]
-        query_norms = np.sqrt(np.add.reduceat(phi * phi, prepared.block_starts, axis=1))  # (B, n_blocks)
-        error_factor = 2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5)
+        query_norms = np.sqrt((phi * phi) @ prepared.block_indicator.T)  # (B, n_feature_blocks)
+        key_bound = query_norms @ prepared.max_norms  # (B,) >= sum_j |psi_ij| |phi_j| for every item i
         # Float32 underflow: each rounding into the subnormal range errs by at most 2^-150 in absolute
         # terms, times a factor of phi (rounding psi), of psi (rounding phi) or 1 (the products).
-        underflow = 2.0**-148 * (m + np.abs(phi).sum(axis=1) + prepared.max_l1)  # (B,)
-        key_bound = query_norms @ prepared.max_norms  # (B,) >= sum_j |psi_ij| |phi_j| for every item i
+        underflow = 2.0**-148 * (phi.shape[1] + query_norms @ prepared.sqrt_widths + prepared.max_l1)  # (B,)
         # Rows whose features could overflow float32 are answered by float64 brute force instead
         # (the comparisons are False for NaN, so those rows are excluded too).
         usable = (query_norms.max(axis=1) < _FLOAT32_SAFE) & (key_bound < _FLOAT32_SAFE)  # (B,)
@@ -592,41 +604,49 @@ class SearchIndex:
             phi32=phi32,
             query=query,
             query_norms=query_norms,
-            error_factor=error_factor,
             underflow=underflow,
-            max_error=error_factor * key_bound + underflow,
+            max_error=prepared.error_factor * key_bound + underflow,
             usable=usable,
-            slack=16.0 * (self.dim_ + m + 8) * _U64,
         )
 
     def _search_one(
-        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan
+        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One query z (d,): the latency-critical path, with as few array operations as possible."""
-        if not plan.usable[0]:
-            ids, values = self._brute_force(z[None, :], name, k, spread)
-            return ids[0], values[0]
+        """One query z (d,), 0 < k < N: the latency-critical path, with as few array operations as possible."""
         form = _FORMS[name]
-        n = self.n_items_
-        n_candidates = min(n, k + _EXTRA_CANDIDATES)
+        spread_d = spread if spread.shape else np.full(self.dim_, spread)
+        query = _query_features(name, (z - self.center_)[None, :], spread_d, self.default_spread_)
+        phi = query.phi[0]  # (m,)
+        query_norms = np.sqrt(prepared.block_indicator @ (phi * phi))  # (n_feature_blocks,)
+        key_bound = float(query_norms @ prepared.max_norms)  # >= sum_j |psi_ij| |phi_j| for every item i
+        if not (float(query_norms.max()) < _FLOAT32_SAFE and key_bound < _FLOAT32_SAFE):
+            ids, values = self._brute_force(z[None, :], name, k, spread)  # float32 could overflow
+            return ids[0], values[0]
+        underflow = 2.0**-148 * (phi.shape[0] + float(prepared.sqrt_widths @ query_norms) + prepared.max_l1)
+        max_error = prepared.error_factor * key_bound + underflow
+        phi32 = phi.astype(np.float32)
+        n_candidates = k + _EXTRA_CANDIDATES
         keys = None
-        if n_candidates >= n:
-            candidates, kappa = np.arange(n), -math.inf
+        if n_candidates >= self.n_items_:
+            candidates, kappa = np.arange(self.n_items_), -math.inf
         elif self.backend == "faiss":
-            keys_top, found = prepared.faiss_index.search(plan.phi32, n_candidates + 1)  # (1, M+1), best first
+            keys_top, found = prepared.faiss_index.search(phi32[None, :], n_candidates + 1)  # (1, M+1), best first
             candidates, kappa = found[0, :n_candidates].astype(np.int64), float(keys_top[0, -1])
         else:
-            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[0]))  # (N_pad,) float32
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(phi32))  # (N_pad,) float32
             candidates, kappa = self._select_one(keys, k, n_candidates)
         # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit.
         values = KERNELS[name](z, self.mu_[candidates], self.sigma_[candidates], spread)  # (M,)
         order = np.lexsort((candidates, -values if form.higher_is_nearer else values))[:k]
         ids, values = candidates[order], values[order]
-        query = plan.query
-        threshold = self._key_threshold(form, values[-1:], query.const[:1], query.const_magnitude[:1], plan.slack)
-        if kappa + plan.max_error[0] < threshold[0]:
+        threshold = float(
+            self._key_threshold(form, values[-1], query.const[0], query.const_magnitude[0], prepared.slack)
+        )
+        if kappa + max_error < threshold:
             return ids, values
-        return self._widen(prepared, plan, 0, keys, candidates, float(threshold[0]), z, name, spread, k)
+        return self._widen(
+            prepared, keys, phi32, query_norms, underflow, candidates, threshold, z, name, spread, k
+        )
 
     def _uses_blocks(self, k: int, n_candidates: int, n_pad: int) -> bool:
         """Whether selecting through block maxima is valid and worth it (else a partial sort of all keys)."""
@@ -668,13 +688,13 @@ class SearchIndex:
         out_ids = candidates[rows, order]  # (B, k)
         out_values = cand_values[rows, order]
         query = plan.query
-        threshold = self._key_threshold(form, out_values[:, -1], query.const, query.const_magnitude, plan.slack)
+        threshold = self._key_threshold(form, out_values[:, -1], query.const, query.const_magnitude, prepared.slack)
         certified = plan.usable & (kappa + plan.max_error < threshold)
         for row in np.flatnonzero(~certified):
             if plan.usable[row]:
                 out_ids[row], out_values[row] = self._widen(
-                    prepared, plan, row, None if keys is None else keys[row], candidates[row],
-                    float(threshold[row]), z[row], name, spread, k,
+                    prepared, None if keys is None else keys[row], plan.phi32[row], plan.query_norms[row],
+                    float(plan.underflow[row]), candidates[row], float(threshold[row]), z[row], name, spread, k,
                 )
             else:
                 ids, values = self._brute_force(z[row : row + 1], name, k, spread)
@@ -733,9 +753,10 @@ class SearchIndex:
     def _widen(
         self,
         prepared: _Prepared,
-        plan: _Plan,
-        row: int,
         keys: torch.Tensor | None,
+        phi32: np.ndarray,
+        query_norms: np.ndarray,
+        underflow: float,
         candidates: np.ndarray,
         threshold: float,
         z: np.ndarray,
@@ -743,22 +764,20 @@ class SearchIndex:
         spread: np.ndarray,
         k: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top k of query ``row`` when its first candidates could not be certified.
+        """Exact top k of one query z (d,) when its first candidates could not be certified.
 
-        Keeps every item whose float32 key plus its own error bound reaches the threshold (found
-        through the per-block bounds first), rescores them with the candidates, and sorts.
+        Keeps every item whose float32 key (N_pad,) plus its own error bound reaches the threshold
+        (found through the per-block bounds first), rescores them with the candidates, and sorts.
         """
         if keys is None:  # the FAISS backend did not compute all keys
-            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[row]))  # (N_pad,)
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(phi32))  # (N_pad,)
         bs = int(self.block_size)
-        query_norms = plan.query_norms[row]  # (n_feature_blocks,)
-        underflow = float(plan.underflow[row])
         block_max = keys.view(-1, bs).amax(dim=1).double().numpy()  # (n_item_blocks,)
-        block_error = plan.error_factor * (prepared.block_norms @ query_norms) + underflow
+        block_error = prepared.error_factor * (prepared.block_norms @ query_norms) + underflow
         open_blocks = np.flatnonzero(block_max + block_error >= threshold)
         ids = (open_blocks[:, None] * bs + np.arange(bs)).reshape(-1)
         ids = ids[ids < self.n_items_]
-        item_error = plan.error_factor * (prepared.item_norms[ids] @ query_norms) * (1.0 + 1e-5) + underflow
+        item_error = prepared.error_factor * (prepared.item_norms[ids] @ query_norms) * (1.0 + 1e-5) + underflow
         reach = keys.numpy()[ids].astype(np.float64) + item_error
         keep = np.union1d(ids[reach >= threshold], candidates)
         values = KERNELS[name](z, self.mu_[keep], self.sigma_[keep], spread)  # (|keep|,)
