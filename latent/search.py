@@ -104,6 +104,7 @@ _FLOAT32_SAFE = 1e30  # features or keys beyond this could overflow float32: use
 _SPREAD_CACHE_SIZE = 4  # bhattacharyya feature matrices kept, by spread
 _EXTRA_BLOCKS = 8  # blocks gathered beyond k, so the left-out maximum is usually well below the k-th key
 _EXTRA_CANDIDATES = 24  # candidates rescored beyond k
+_QUERY_CHUNK = 8  # queries per matrix product in batches: their keys (8 x N) stay in cache
 _PAD_KEY = -1e38  # constant feature of padding items: below any real key, and still finite in float32
 
 
@@ -476,15 +477,18 @@ class SearchIndex:
         self.center_ = mu_copy.mean(axis=0)
         self.default_spread_ = default_spread(sigma_copy)
         self._log_sigma_ = log_sigma
-        self._centred_mu_ = mu_copy - self.center_
+        self._centered_mu_ = mu_copy - self.center_
         prepared: dict[str, _Prepared] = {}
         for name in LINEAR_SCORES:
             source = _SHARED_FEATURES.get(name)
             if source is not None and source in prepared:
                 prepared[name] = prepared[source]
                 continue
-            features = _item_features(name, self._centred_mu_, sigma_copy, log_sigma, self.default_spread_, None)
+            features = _item_features(name, self._centered_mu_, sigma_copy, log_sigma, self.default_spread_, None)
             prepared[name] = _prepare(features, d, _FORMS[name], int(self.block_size), self.backend)
+        # Bhattacharyya's features depend on the spread: build them for the default one now, and for
+        # other spreads on first use (kept in a small cache).
+        prepared["bhattacharyya"] = self._spread_features("bhattacharyya", self.default_spread_)
         self.features_ = prepared
         self._spread_cache_: OrderedDict[bytes, _Prepared] = OrderedDict()
         self._lock_ = threading.Lock()
@@ -500,18 +504,24 @@ class SearchIndex:
             return self.default_spread_
         return check_spread(s, self.dim_)
 
+    def _spread_features(self, name: str, spread_d: np.ndarray) -> _Prepared:
+        features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, self.default_spread_, spread_d)
+        return _prepare(features, self.dim_, _FORMS[name], int(self.block_size), self.backend)
+
     def _prepared_for(self, name: str, spread: np.ndarray) -> _Prepared:
+        """The prepared features of score ``name``; for bhattacharyya, those of this spread (d,) or ()."""
         if not _FORMS[name].spread_features:
             return self.features_[name]
         spread_d = np.ascontiguousarray(np.broadcast_to(spread, (self.dim_,)))
+        if np.array_equal(spread_d, self.default_spread_):
+            return self.features_[name]
         cache_key = spread_d.tobytes()
         with self._lock_:
             cached = self._spread_cache_.get(cache_key)
             if cached is not None:
                 self._spread_cache_.move_to_end(cache_key)
                 return cached
-        features = _item_features(name, self._centred_mu_, self.sigma_, self._log_sigma_, self.default_spread_, spread_d)
-        prepared = _prepare(features, self.dim_, _FORMS[name], int(self.block_size), self.backend)
+        prepared = self._spread_features(name, spread_d)  # outside the lock: other threads keep searching
         with self._lock_:
             self._spread_cache_[cache_key] = prepared
             while len(self._spread_cache_) > _SPREAD_CACHE_SIZE:
@@ -681,7 +691,7 @@ class SearchIndex:
         """Queries z (B, d): one matrix product for all keys, then vectorised selection and rescoring."""
         form = _FORMS[name]
         batch = z.shape[0]
-        candidates, kappa, keys = self._candidates(prepared, plan.phi32, k)  # (B, M), (B,), (B, N_pad) or None
+        candidates, kappa = self._candidates(prepared, plan.phi32, k)  # (B, M), (B,)
         cand_values = KERNELS[name](z[:, None, :], self.mu_[candidates], self.sigma_[candidates], spread)  # (B, M)
         rows = np.arange(batch)[:, None]
         order = np.lexsort((candidates, -cand_values if form.higher_is_nearer else cand_values), axis=-1)[:, :k]
@@ -693,7 +703,7 @@ class SearchIndex:
         for row in np.flatnonzero(~certified):
             if plan.usable[row]:
                 out_ids[row], out_values[row] = self._widen(
-                    prepared, None if keys is None else keys[row], plan.phi32[row], plan.query_norms[row],
+                    prepared, None, plan.phi32[row], plan.query_norms[row],
                     float(plan.underflow[row]), candidates[row], float(threshold[row]), z[row], name, spread, k,
                 )
             else:
@@ -718,37 +728,44 @@ class SearchIndex:
             return tau - const - margin
         return const - tau - margin  # value = const - key must stay above tau
 
-    def _candidates(
-        self, prepared: _Prepared, phi32: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
-        """:meth:`_select_one` for B queries phi32 (B, m): candidates (B, M) and kappa (B,).
-
-        Also returns the float32 keys (B, N_pad) when it computed them (torch backend), for widening.
-        """
+    def _candidates(self, prepared: _Prepared, phi32: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_select_one` for B queries phi32 (B, m): candidates (B, M) and kappa (B,)."""
         n = self.n_items_
         batch = phi32.shape[0]
         n_candidates = min(n, k + _EXTRA_CANDIDATES)
         if n_candidates >= n:
-            return np.broadcast_to(np.arange(n), (batch, n)), np.full(batch, -np.inf), None
+            return np.broadcast_to(np.arange(n), (batch, n)), np.full(batch, -np.inf)
         if self.backend == "faiss":
             keys_top, found = prepared.faiss_index.search(phi32, n_candidates + 1)  # (B, M+1), best first
-            return found[:, :n_candidates].astype(np.int64), keys_top[:, -1].astype(np.float64), None
+            return found[:, :n_candidates].astype(np.int64), keys_top[:, -1].astype(np.float64)
+        ids = np.empty((batch, n_candidates), dtype=np.int64)
+        kappa = np.empty(batch)
+        # A few queries at a time, so that their keys stay in cache between the product and the selection.
+        for start in range(0, batch, _QUERY_CHUNK):
+            rows = slice(start, start + _QUERY_CHUNK)
+            ids[rows], kappa[rows] = self._select_many(prepared.features_t, phi32[rows], k, n_candidates)
+        return ids, kappa
 
-        keys = torch.from_numpy(phi32) @ prepared.features_t  # (B, N_pad) float32
+    def _select_many(
+        self, features_t: torch.Tensor, phi32: np.ndarray, k: int, n_candidates: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_select_one` for a chunk of queries phi32 (C, m): ids (C, M) and kappa (C,)."""
+        chunk = phi32.shape[0]
+        keys = torch.from_numpy(phi32) @ features_t  # (C, N_pad) float32
         if not self._uses_blocks(k, n_candidates, keys.shape[1]):
-            top_keys, top = torch.topk(keys, n_candidates + 1, dim=1)  # (B, M+1), best first
-            return top[:, :n_candidates].numpy(), top_keys[:, -1].double().numpy(), keys
+            top_keys, top = torch.topk(keys, n_candidates + 1, dim=1)  # (C, M+1), best first
+            return top[:, :n_candidates].numpy(), top_keys[:, -1].double().numpy()
         bs = int(self.block_size)
         kept = k + _EXTRA_BLOCKS
-        blocks = keys.view(batch, -1, bs)  # (B, n_item_blocks, bs)
-        top_max, top_blocks = torch.topk(blocks.amax(dim=2), kept + 1, dim=1)  # (B, kept+1)
-        gathered = blocks.gather(1, top_blocks[:, :kept, None].expand(batch, kept, bs))  # (B, kept, bs)
-        top_keys, positions = torch.topk(gathered.view(batch, -1), n_candidates + 1, dim=1)  # (B, M+1)
+        blocks = keys.view(chunk, -1, bs)  # (C, n_item_blocks, bs)
+        top_max, top_blocks = torch.topk(blocks.amax(dim=2), kept + 1, dim=1)  # (C, kept+1)
+        gathered = blocks.gather(1, top_blocks[:, :kept, None].expand(chunk, kept, bs))  # (C, kept, bs)
+        top_keys, positions = torch.topk(gathered.view(chunk, -1), n_candidates + 1, dim=1)  # (C, M+1)
         positions = positions.numpy()
-        block_ids = np.take_along_axis(top_blocks.numpy(), positions // bs, axis=1)  # (B, M+1)
+        block_ids = np.take_along_axis(top_blocks.numpy(), positions // bs, axis=1)  # (C, M+1)
         ids = block_ids * bs + positions % bs
         kappa = np.maximum(top_keys[:, -1].double().numpy(), top_max[:, -1].double().numpy())
-        return ids[:, :n_candidates], kappa, keys
+        return ids[:, :n_candidates], kappa
 
     def _widen(
         self,
@@ -769,7 +786,7 @@ class SearchIndex:
         Keeps every item whose float32 key (N_pad,) plus its own error bound reaches the threshold
         (found through the per-block bounds first), rescores them with the candidates, and sorts.
         """
-        if keys is None:  # the FAISS backend did not compute all keys
+        if keys is None:  # not kept (batches) or never computed (FAISS)
             keys = torch.mv(prepared.features_t.T, torch.from_numpy(phi32))  # (N_pad,)
         bs = int(self.block_size)
         block_max = keys.view(-1, bs).amax(dim=1).double().numpy()  # (n_item_blocks,)
