@@ -332,7 +332,7 @@ class _Prepared:
     max_norms: np.ndarray | None  # (n_feature_blocks,) float64 maxima over the catalog
     max_l1: float  # bound on sum_j |psi_ij| over the catalog, for the underflow term
     block_indicator: np.ndarray  # (n_feature_blocks, m) 0/1: which feature block each column is in
-    sqrt_widths: np.ndarray  # (n_feature_blocks,) square roots of the block widths (L1 <= sqrt(w) L2)
+    norm_bounds: np.ndarray | None  # (n_feature_blocks, 2): [max_norms, sqrt(block widths)] (L1 <= sqrt(w) L2)
     error_factor: float  # E_i = error_factor * sum_b ||psi_i,b|| ||phi_b|| + underflow
     slack: float  # relative float64 slack for the key threshold
     faiss_index: Any  # faiss.IndexFlatIP over the unpadded psi, or None
@@ -355,14 +355,16 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
         block_widths=widths,
         block_starts=starts,
         block_indicator=indicator,
-        sqrt_widths=np.sqrt(widths),
         # Rounding psi and phi to float32 and any float32 summation order (with or without FMA) err by
         # at most (m+3)u/(1-(m+3)u) sum_j |psi_j phi_j|; doubling it also covers every float64 error.
         error_factor=2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5),
         slack=16.0 * (d + m + 8) * _U64,
     )
     if not np.isfinite(psi).all() or np.abs(psi).max() >= _FLOAT32_SAFE:
-        return _Prepared(None, item_norms=None, block_norms=None, max_norms=None, max_l1=math.inf, faiss_index=None, **common)
+        return _Prepared(
+            None, item_norms=None, block_norms=None, max_norms=None, norm_bounds=None, max_l1=math.inf,
+            faiss_index=None, **common,
+        )
     n_pad = -(-n // block_size) * block_size
     norms = np.zeros((n_pad, len(widths)))  # padding rows stay 0: they never need a bound
     norms[:n] = np.sqrt((psi * psi) @ indicator.T)  # (N, n_feature_blocks)
@@ -383,6 +385,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
         item_norms=norms.astype(np.float32),
         block_norms=norms.reshape(n_pad // block_size, block_size, len(widths)).max(axis=1),
         max_norms=max_norms,
+        norm_bounds=np.stack([max_norms, np.sqrt(widths)], axis=1),
         max_l1=float(np.sqrt(widths) @ max_norms),
         faiss_index=faiss_index,
         **common,
@@ -477,6 +480,7 @@ class SearchIndex:
         self.center_ = mu_copy.mean(axis=0)
         self.default_spread_ = default_spread(sigma_copy)
         self._log_sigma_ = log_sigma
+        self._mu_sigma_ = np.stack([mu_copy, sigma_copy], axis=1)  # (N, 2, d): candidates gather both at once
         self._centered_mu_ = mu_copy - self.center_
         prepared: dict[str, _Prepared] = {}
         for name in LINEAR_SCORES:
@@ -602,13 +606,14 @@ class SearchIndex:
         query = _query_features(name, z - self.center_, spread_d, self.default_spread_)
         phi = query.phi  # (B, m)
         query_norms = np.sqrt((phi * phi) @ prepared.block_indicator.T)  # (B, n_feature_blocks)
-        key_bound = query_norms @ prepared.max_norms  # (B,) >= sum_j |psi_ij| |phi_j| for every item i
+        # key_bound >= sum_j |psi_ij| |phi_j| for every item i, and phi_l1 >= sum_j |phi_j|.
+        key_bound, phi_l1 = (query_norms @ prepared.norm_bounds).T  # (B,) each
         # Float32 underflow: each rounding into the subnormal range errs by at most 2^-150 in absolute
         # terms, times a factor of phi (rounding psi), of psi (rounding phi) or 1 (the products).
-        underflow = 2.0**-148 * (phi.shape[1] + query_norms @ prepared.sqrt_widths + prepared.max_l1)  # (B,)
+        underflow = 2.0**-148 * (phi.shape[1] + phi_l1 + prepared.max_l1)  # (B,)
         # Rows whose features could overflow float32 are answered by float64 brute force instead
         # (the comparisons are False for NaN, so those rows are excluded too).
-        usable = (query_norms.max(axis=1) < _FLOAT32_SAFE) & (key_bound < _FLOAT32_SAFE)  # (B,)
+        usable = (key_bound < _FLOAT32_SAFE) & (phi_l1 < _FLOAT32_SAFE)  # (B,)
         phi32 = (phi if usable.all() else np.where(usable[:, None], phi, 0.0)).astype(np.float32)  # (B, m)
         return _Plan(
             phi32=phi32,
@@ -628,11 +633,12 @@ class SearchIndex:
         query = _query_features(name, (z - self.center_)[None, :], spread_d, self.default_spread_)
         phi = query.phi[0]  # (m,)
         query_norms = np.sqrt(prepared.block_indicator @ (phi * phi))  # (n_feature_blocks,)
-        key_bound = float(query_norms @ prepared.max_norms)  # >= sum_j |psi_ij| |phi_j| for every item i
-        if not (float(query_norms.max()) < _FLOAT32_SAFE and key_bound < _FLOAT32_SAFE):
+        # key_bound >= sum_j |psi_ij| |phi_j| for every item i, and phi_l1 >= sum_j |phi_j|.
+        key_bound, phi_l1 = (query_norms @ prepared.norm_bounds).tolist()
+        if not (key_bound < _FLOAT32_SAFE and phi_l1 < _FLOAT32_SAFE):  # False for NaN too
             ids, values = self._brute_force(z[None, :], name, k, spread)  # float32 could overflow
             return ids[0], values[0]
-        underflow = 2.0**-148 * (phi.shape[0] + float(prepared.sqrt_widths @ query_norms) + prepared.max_l1)
+        underflow = 2.0**-148 * (phi.shape[0] + phi_l1 + prepared.max_l1)
         max_error = prepared.error_factor * key_bound + underflow
         phi32 = phi.astype(np.float32)
         n_candidates = k + _EXTRA_CANDIDATES
@@ -646,7 +652,8 @@ class SearchIndex:
             keys = torch.mv(prepared.features_t.T, torch.from_numpy(phi32))  # (N_pad,) float32
             candidates, kappa = self._select_one(keys, k, n_candidates)
         # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit.
-        values = KERNELS[name](z, self.mu_[candidates], self.sigma_[candidates], spread)  # (M,)
+        mu_sigma = self._mu_sigma_[candidates]  # (M, 2, d), one gather for both
+        values = KERNELS[name](z, mu_sigma[:, 0], mu_sigma[:, 1], spread)  # (M,)
         order = np.lexsort((candidates, -values if form.higher_is_nearer else values))[:k]
         ids, values = candidates[order], values[order]
         threshold = float(
@@ -666,24 +673,27 @@ class SearchIndex:
         return (kept - 1) * bs > n_candidates and 2 * kept * bs <= n_pad
 
     def _select_one(self, keys: torch.Tensor, k: int, n_candidates: int) -> tuple[np.ndarray, float]:
-        """The n_candidates best float32 keys (N_pad,) as int64 ids, and kappa, the best key left out.
+        """Candidate ids (int64) among the float32 keys (N_pad,), and kappa >= every key left out.
 
-        Needs n_candidates < N, so that padding (key -1e38) never ranks among them.
+        Needs n_candidates < N, so that padding (key -1e38) never ranks among the candidates.
         """
         if not self._uses_blocks(k, n_candidates, keys.shape[0]):
             top_keys, top = torch.topk(keys, n_candidates + 1)  # best first
             return top.numpy()[:n_candidates], float(top_keys.numpy()[-1])
-        # Partial sort of block maxima instead of all keys: the best `kept` blocks hold every key
-        # above the best maximum among the blocks left out.
+        # Partial sort of block maxima instead of all keys. Every key outside the best `kept` blocks is
+        # at most kappa, the best maximum among the other blocks, so the candidates are the keys above
+        # kappa in the kept blocks: at least one per kept block, about k + _EXTRA_BLOCKS in all.
         bs = int(self.block_size)
         kept = k + _EXTRA_BLOCKS
-        blocks = keys.view(-1, bs)  # (n_item_blocks, bs)
-        top_max, top_blocks = torch.topk(blocks.amax(dim=1), kept + 1)  # (kept+1,), best first
-        top_keys, positions = torch.topk(blocks[top_blocks[:kept]].view(-1), n_candidates + 1)  # (M+1,)
-        positions = positions.numpy()
-        ids = top_blocks.numpy()[positions // bs] * bs + positions % bs  # (M+1,)
-        kappa = max(float(top_keys.numpy()[-1]), float(top_max.numpy()[-1]))
-        return ids[:n_candidates], kappa
+        top_max, top_blocks = torch.topk(keys.view(-1, bs).amax(dim=1), kept + 1)  # (kept+1,), best first
+        kappa = float(top_max.numpy()[-1])
+        top_blocks = top_blocks.numpy()[:kept]
+        block_keys = keys.numpy().reshape(-1, bs)[top_blocks]  # (kept, bs)
+        rows, cols = np.nonzero(block_keys > kappa)
+        if rows.shape[0] >= k:
+            return top_blocks[rows] * bs + cols, kappa
+        ids = (top_blocks[:, None] * bs + np.arange(bs)).reshape(-1)  # ties at kappa: the kept blocks whole
+        return ids[ids < self.n_items_], kappa
 
     def _search_many(
         self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan
@@ -692,7 +702,8 @@ class SearchIndex:
         form = _FORMS[name]
         batch = z.shape[0]
         candidates, kappa = self._candidates(prepared, plan.phi32, k)  # (B, M), (B,)
-        cand_values = KERNELS[name](z[:, None, :], self.mu_[candidates], self.sigma_[candidates], spread)  # (B, M)
+        mu_sigma = self._mu_sigma_[candidates]  # (B, M, 2, d)
+        cand_values = KERNELS[name](z[:, None, :], mu_sigma[:, :, 0], mu_sigma[:, :, 1], spread)  # (B, M)
         rows = np.arange(batch)[:, None]
         order = np.lexsort((candidates, -cand_values if form.higher_is_nearer else cand_values), axis=-1)[:, :k]
         out_ids = candidates[rows, order]  # (B, k)
