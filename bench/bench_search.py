@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,43 +56,43 @@ DEFAULT_OUT = ROOT / "bench" / "results" / "search.md"
 # --------------------------------------------------------------------------------------------------
 # The naive approach: what one would write without an index. z (d,), s (d,), mu and sigma (N, d).
 
-Naive = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+Naive = Callable[[Tensor, Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]]
 
 
-def naive_likelihood(z, mu, sigma, s, k):
+def naive_likelihood(z: Tensor, mu: Tensor, sigma: Tensor, s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.topk(Normal(mu, sigma).log_prob(z).sum(-1), k)
 
 
-def naive_kl(z, mu, sigma, s, k):
+def naive_kl(z: Tensor, mu: Tensor, sigma: Tensor, s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.topk(kl_divergence(Normal(z, s), Normal(mu, sigma)).sum(-1), k, largest=False)
 
 
-def naive_euclidean(z, mu, sigma, s, k):
+def naive_euclidean(z: Tensor, mu: Tensor, sigma: Tensor, s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.topk(((z - mu) ** 2).sum(-1).sqrt(), k, largest=False)
 
 
-def naive_mahalanobis(z, mu, sigma, s, k):
+def naive_mahalanobis(z: Tensor, mu: Tensor, sigma: Tensor, s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.topk((((z - mu) / sigma) ** 2).sum(-1).sqrt(), k, largest=False)
 
 
-def naive_kl_reverse(z, mu, sigma, s, k):
+def naive_kl_reverse(z: Tensor, mu: Tensor, sigma: Tensor, s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     values = (torch.log(s / sigma) + (sigma**2 + (mu - z) ** 2) / (2 * s**2) - 0.5).sum(-1)
     return torch.topk(values, k, largest=False)
 
 
-def naive_jeffreys(z, mu, sigma, s, k):
+def naive_jeffreys(z: Tensor, mu: Tensor, sigma: Tensor, s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     forward = torch.log(sigma / s) + (s**2 + (z - mu) ** 2) / (2 * sigma**2) - 0.5
     reverse = torch.log(s / sigma) + (sigma**2 + (mu - z) ** 2) / (2 * s**2) - 0.5
     return torch.topk((forward + reverse).sum(-1), k, largest=False)
 
 
-def naive_bhattacharyya(z, mu, sigma, s, k):
+def naive_bhattacharyya(z: Tensor, mu: Tensor, sigma: Tensor, s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     var_sum = s**2 + sigma**2
     values = ((z - mu) ** 2 / (4 * var_sum) + 0.5 * torch.log(var_sum / (2 * s * sigma))).sum(-1)
     return torch.topk(values, k, largest=False)
 
 
-def naive_wasserstein2(z, mu, sigma, s, k):
+def naive_wasserstein2(z: Tensor, mu: Tensor, sigma: Tensor, s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.topk((((z - mu) ** 2).sum(-1) + ((s - sigma) ** 2).sum(-1)).sqrt(), k, largest=False)
 
 
@@ -236,7 +237,7 @@ def bench_size(
             if faiss_index is not None:
                 faiss_s = median_seconds(lambda i: faiss_index.search(queries[i], name, K), repeats)
                 faiss_batch = BATCH / median_seconds(lambda i: faiss_index.search_batch(batch, name, K), 3)
-            matrix = index._prepared_for(name, spread).features_t  # (m, N) float32, what the index reads
+            matrix = index.feature_matrix(name)  # (m, N_pad) float32: what one query reads
             floor_s = min_seconds(lambda: matrix.sum(), repeats)
             batch_qps = BATCH / median_seconds(lambda i: index.search_batch(batch, name, K), 3)
             exact = check_exact(index, name, queries[:2], mu, sigma, spread)

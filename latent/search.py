@@ -573,6 +573,13 @@ class SearchIndex:
         spread = self._spread(s)
         return self._search(z_array, score, k, spread)
 
+    def feature_matrix(self, score: str, s: ArrayLike | float | None = None) -> torch.Tensor | None:
+        """The contiguous float32 matrix (m, N_pad) that one query of ``score`` reads (for benchmarks);
+        None for a score answered by float64 brute force (features too large for float32)."""
+        self._check_fitted()
+        get_score(score)
+        return self._prepared_for(score, self._spread(s)).features_t
+
     # -- the search itself -------------------------------------------------------------------------
 
     def _search(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from latent.scores import SCORES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quick_benchmark_table_covers_every_score_and_agrees_with_naive(tmp_path: Path) -> None:
     out = tmp_path / "search.md"
     result = subprocess.run(
