@@ -45,8 +45,10 @@ Exactness
 ---------
 Per query the index computes all keys in float32 with one matrix-vector product over the contiguous
 feature matrix (stored transposed, (m, N), so the product streams it), picks an over-fetched candidate
-set from it (the top blocks of ``block_size`` items by their maximum key, then the best keys among
-them), and rescores the candidates in float64 with the same kernel as ``fn``. The float32 key of item i
+set from it, and rescores the candidates in float64 with the same kernel as ``fn``. The candidates come
+from a partial sort of the maxima of blocks of ``block_size`` items rather than of all N keys: with
+kappa the (k + 8)-th largest block maximum, every key outside the best k + 8 blocks is at most kappa,
+and the candidates are the keys above kappa inside them (about k + 8 items). The float32 key of item i
 differs from the exact psi . phi by at most
 
     E_i = 2 (m + 3) u / (1 - (m + 3) u) * sum_j |psi_ij| |phi_j| + eta,     u = 2^-24,
