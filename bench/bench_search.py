@@ -330,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(size_rows)
     set_threads(default_threads)
 
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load is not None:  # other processes on the machine make every latency noisier
+        header += f" Load average at the end of the run: {load[0]:.2f} (1 min), {load[2]:.2f} (15 min)."
     table = render(rows, colds, header)
     print(table)
     out = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
