@@ -46,9 +46,10 @@ Exactness
 Per query the index computes all keys in float32 with one matrix-vector product over the contiguous
 feature matrix (stored transposed, (m, N), so the product streams it), picks an over-fetched candidate
 set from it, and rescores the candidates in float64 with the same kernel as ``fn``. The candidates come
-from a partial sort of the maxima of blocks of ``block_size`` items rather than of all N keys: with
-kappa the (k + 8)-th largest block maximum, every key outside the best k + 8 blocks is at most kappa,
-and the candidates are the keys above kappa inside them (about k + 8 items). The float32 key of item i
+from a partial sort of the maxima of groups of ``block_size`` items rather than of all N keys (item i
+is in group i mod (N_pad / block_size), so that all maxima come from one vectorised pass): with kappa
+the (k + 8)-th largest group maximum, every key outside the best k + 8 groups is at most kappa, and the
+candidates are the keys above kappa inside them (about k + 8 items). The float32 key of item i
 differs from the exact psi . phi by at most
 
     E_i = 2 (m + 3) u / (1 - (m + 3) u) * sum_j |psi_ij| |phi_j| + eta,     u = 2^-24,
@@ -56,13 +57,13 @@ differs from the exact psi . phi by at most
 (rounding psi and phi to float32, then any summation order, with or without FMA; the factor 2 also
 covers the float64 errors of building psi and of ``fn`` itself, which are 2^29 times smaller, and eta
 covers float32 underflow). The sum is bounded per item by Cauchy-Schwarz over the feature blocks,
-sum_b ||psi_i,b||_2 ||phi_b||_2, precomputed per item, per block of items and for the whole catalog.
+sum_b ||psi_i,b||_2 ||phi_b||_2, precomputed per item, per group of items and for the whole catalog.
 After rescoring, tau is the k-th best float64 value among the candidates; it is turned into a key
 threshold t (with a float64 slack) such that any item whose exact key is below t is strictly worse
 than tau. Every item outside the candidates has a float32 key no higher than a known kappa (the best
 key left out), so if kappa + E_max < t no left-out item can enter the top k, even on a tie. Otherwise
 the candidate set is widened to every item whose own bound key_i + E_i reaches t (found through the
-per-block bounds, then per item) and rescored; that set provably contains the top k. Features too large
+per-group bounds, then per item) and rescored; that set provably contains the top k. Features too large
 for float32 fall back to float64 brute force, which is exact by definition.
 
 Thread safety: after ``fit`` the index is only read, except for a small lock-protected cache of
@@ -330,7 +331,7 @@ class _Prepared:
     block_widths: tuple[int, ...]  # feature block widths, summing to m
     block_starts: np.ndarray  # (n_feature_blocks,) first column of each feature block
     item_norms: np.ndarray | None  # (N_pad, n_feature_blocks) float32 bounds on ||psi_i,b||_2, rounded up
-    block_norms: np.ndarray | None  # (N_pad // block_size, n_feature_blocks) float64 maxima per item block
+    block_norms: np.ndarray | None  # (N_pad // block_size, n_feature_blocks) float64 maxima per item group
     max_norms: np.ndarray | None  # (n_feature_blocks,) float64 maxima over the catalog
     max_l1: float  # bound on sum_j |psi_ij| over the catalog, for the underflow term
     block_indicator: np.ndarray  # (n_feature_blocks, m) 0/1: which feature block each column is in
@@ -385,7 +386,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
     return _Prepared(
         features_t=torch.from_numpy(features_t),
         item_norms=norms.astype(np.float32),
-        block_norms=norms.reshape(n_pad // block_size, block_size, len(widths)).max(axis=1),
+        block_norms=norms.reshape(block_size, n_pad // block_size, len(widths)).max(axis=0),
         max_norms=max_norms,
         norm_bounds=np.stack([max_norms, np.sqrt(widths)], axis=1),
         max_l1=float(np.sqrt(widths) @ max_norms),
@@ -445,8 +446,9 @@ class SearchIndex:
         backend: "torch" (default): one float32 matrix-vector product per query with torch; or "faiss":
             the candidates come from FAISS's exact inner-product index (``faiss.IndexFlatIP``). Both give
             identical, exact results.
-        block_size: items per block for the candidate selection (the top blocks by maximum key are
-            gathered instead of partially sorting all N keys).
+        block_size: items per group for the candidate selection (the groups with the highest maximum
+            key are gathered instead of partially sorting all N keys; item i is in group
+            i mod (N_pad / block_size), where N_pad is N rounded up to a multiple of block_size).
 
     Fitted attributes:
         mu_, sigma_: float64 (N, d) read-only copies of the catalog.
@@ -675,11 +677,12 @@ class SearchIndex:
         )
 
     def _uses_blocks(self, k: int, n_candidates: int, n_pad: int) -> bool:
-        """Whether selecting through block maxima is valid and worth it (else a partial sort of all keys)."""
+        """Whether selecting through group maxima is valid and worth it (else a partial sort of all keys)."""
         bs = int(self.block_size)
         kept = k + _EXTRA_BLOCKS
-        # kept - 1 whole blocks of real items hold more than n_candidates keys, and blocks are left out.
-        return (kept - 1) * bs > n_candidates and 2 * kept * bs <= n_pad
+        # The kept groups (each with at most one padding item) hold more than n_candidates real keys,
+        # and most groups are left out.
+        return kept * (bs - 1) > n_candidates and 2 * kept * bs <= n_pad
 
     def _select_one(self, keys: torch.Tensor, k: int, n_candidates: int) -> tuple[np.ndarray, float]:
         """Candidate ids (int64) among the float32 keys (N_pad,), and kappa >= every key left out.
@@ -689,19 +692,19 @@ class SearchIndex:
         if not self._uses_blocks(k, n_candidates, keys.shape[0]):
             top_keys, top = torch.topk(keys, n_candidates + 1)  # best first
             return top.numpy()[:n_candidates], float(top_keys.numpy()[-1])
-        # Partial sort of block maxima instead of all keys. Every key outside the best `kept` blocks is
-        # at most kappa, the best maximum among the other blocks, so the candidates are the keys above
-        # kappa in the kept blocks: at least one per kept block, about k + _EXTRA_BLOCKS in all.
-        bs = int(self.block_size)
+        # Partial sort of group maxima instead of all keys. Every key outside the best `kept` groups is
+        # at most kappa, the best maximum among the other groups, so the candidates are the keys above
+        # kappa in the kept groups: at least one per kept group, about k + _EXTRA_BLOCKS in all.
+        # numpy, single-threaded on purpose: a parallel region per query stalls when cores are busy.
         kept = k + _EXTRA_BLOCKS
-        top_max, top_blocks = torch.topk(keys.view(-1, bs).amax(dim=1), kept + 1)  # (kept+1,), best first
+        grid = keys.numpy().reshape(int(self.block_size), -1)  # (bs, n_groups): group g is column g
+        top_max, top_groups = torch.topk(torch.from_numpy(grid.max(axis=0)), kept + 1)  # (kept+1,), best first
         kappa = float(top_max.numpy()[-1])
-        top_blocks = top_blocks.numpy()[:kept]
-        block_keys = keys.numpy().reshape(-1, bs)[top_blocks]  # (kept, bs)
-        rows, cols = np.nonzero(block_keys > kappa)
+        top_groups = top_groups.numpy()[:kept]
+        rows, cols = np.nonzero(grid[:, top_groups] > kappa)  # (bs, kept) keys of the kept groups
         if rows.shape[0] >= k:
-            return top_blocks[rows] * bs + cols, kappa
-        ids = (top_blocks[:, None] * bs + np.arange(bs)).reshape(-1)  # ties at kappa: the kept blocks whole
+            return rows * grid.shape[1] + top_groups[cols], kappa
+        ids = (np.arange(grid.shape[0])[:, None] * grid.shape[1] + top_groups).reshape(-1)  # ties: whole groups
         return ids[ids < self.n_items_], kappa
 
     def _search_many(
@@ -777,13 +780,14 @@ class SearchIndex:
             return top[:, :n_candidates].numpy(), top_keys[:, -1].double().numpy()
         bs = int(self.block_size)
         kept = k + _EXTRA_BLOCKS
-        blocks = keys.view(chunk, -1, bs)  # (C, n_item_blocks, bs)
-        top_max, top_blocks = torch.topk(blocks.amax(dim=2), kept + 1, dim=1)  # (C, kept+1)
-        gathered = blocks.gather(1, top_blocks[:, :kept, None].expand(chunk, kept, bs))  # (C, kept, bs)
-        top_keys, positions = torch.topk(gathered.view(chunk, -1), n_candidates + 1, dim=1)  # (C, M+1)
-        positions = positions.numpy()
-        block_ids = np.take_along_axis(top_blocks.numpy(), positions // bs, axis=1)  # (C, M+1)
-        ids = block_ids * bs + positions % bs
+        grid = keys.numpy().reshape(chunk, bs, -1)  # (C, bs, n_groups)
+        n_groups = grid.shape[2]
+        top_max, top_groups = torch.topk(torch.from_numpy(grid.max(axis=1)), kept + 1, dim=1)  # (C, kept+1)
+        top_groups = top_groups.numpy()[:, :kept]
+        gathered = np.take_along_axis(grid, top_groups[:, None, :], axis=2)  # (C, bs, kept)
+        top_keys, positions = torch.topk(torch.from_numpy(gathered.reshape(chunk, -1)), n_candidates + 1, dim=1)
+        positions = positions.numpy()  # (C, M+1) into (bs, kept)
+        ids = (positions // kept) * n_groups + np.take_along_axis(top_groups, positions % kept, axis=1)
         kappa = np.maximum(top_keys[:, -1].double().numpy(), top_max[:, -1].double().numpy())
         return ids[:, :n_candidates], kappa
 
@@ -804,15 +808,15 @@ class SearchIndex:
         """Exact top k of one query z (d,) when its first candidates could not be certified.
 
         Keeps every item whose float32 key (N_pad,) plus its own error bound reaches the threshold
-        (found through the per-block bounds first), rescores them with the candidates, and sorts.
+        (found through the per-group bounds first), rescores them with the candidates, and sorts.
         """
         if keys is None:  # not kept (batches) or never computed (FAISS)
             keys = torch.mv(prepared.features_t.T, torch.from_numpy(phi32))  # (N_pad,)
         bs = int(self.block_size)
-        block_max = keys.view(-1, bs).amax(dim=1).double().numpy()  # (n_item_blocks,)
-        block_error = prepared.error_factor * (prepared.block_norms @ query_norms) + underflow
-        open_blocks = np.flatnonzero(block_max + block_error >= threshold)
-        ids = (open_blocks[:, None] * bs + np.arange(bs)).reshape(-1)
+        grid = keys.numpy().reshape(bs, -1)  # (bs, n_groups): group g is column g
+        group_error = prepared.error_factor * (prepared.block_norms @ query_norms) + underflow  # (n_groups,)
+        open_groups = np.flatnonzero(grid.max(axis=0).astype(np.float64) + group_error >= threshold)
+        ids = (np.arange(bs)[:, None] * grid.shape[1] + open_groups).reshape(-1)
         ids = ids[ids < self.n_items_]
         item_error = prepared.error_factor * (prepared.item_norms[ids] @ query_norms) * (1.0 + 1e-5) + underflow
         reach = keys.numpy()[ids].astype(np.float64) + item_error
