@@ -173,6 +173,14 @@ def set_threads(threads: int) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class Repeats:
+    index: int  # timed single queries for (b), (c) and (d)
+    naive: int  # timed single queries for (a)
+    batch: int  # timed batches of BATCH queries
+    exact: int  # queries checked against the naive code in float64
+
+
 @dataclass
 class Row:
     n: int
@@ -201,7 +209,7 @@ def check_exact(index: SearchIndex, name: str, queries: np.ndarray, mu: np.ndarr
 
 
 def bench_size(
-    n: int, thread_counts: list[int], repeats: int, naive_repeats: int, with_faiss: bool, log: Callable[[str], None]
+    n: int, thread_counts: list[int], repeats: Repeats, with_faiss: bool, log: Callable[[str], None]
 ) -> tuple[list[Row], float]:
     """Every score at one catalog size: rows for each thread count, and the cold bhattacharyya latency."""
     mu, sigma = synthetic_catalog(n)
@@ -217,7 +225,7 @@ def bench_size(
     mu32, sigma32 = torch.from_numpy(mu.astype(np.float32)), torch.from_numpy(sigma.astype(np.float32))
     s32 = torch.from_numpy(spread.astype(np.float32))
     rng = np.random.default_rng(1)
-    queries = rng.normal(size=(max(repeats, naive_repeats) + 1, D))
+    queries = rng.normal(size=(max(repeats.index, repeats.naive) + 1, D))
     queries32 = torch.from_numpy(queries.astype(np.float32))
     batch = rng.normal(size=(BATCH, D))
 
@@ -231,18 +239,18 @@ def bench_size(
         set_threads(threads)
         for name in SCORES:
             naive = NAIVE[name]
-            naive_s = median_seconds(lambda i: naive(queries32[i], mu32, sigma32, s32, K), naive_repeats)
-            index_s = median_seconds(lambda i: index.search(queries[i], name, K), repeats)
+            naive_s = median_seconds(lambda i: naive(queries32[i], mu32, sigma32, s32, K), repeats.naive)
+            index_s = median_seconds(lambda i: index.search(queries[i], name, K), repeats.index)
             faiss_s = faiss_batch = None
             if faiss_index is not None:
-                faiss_s = median_seconds(lambda i: faiss_index.search(queries[i], name, K), repeats)
-                faiss_batch = BATCH / median_seconds(lambda i: faiss_index.search_batch(batch, name, K), 3)
+                faiss_s = median_seconds(lambda i: faiss_index.search(queries[i], name, K), repeats.index)
+                faiss_batch = BATCH / median_seconds(lambda i: faiss_index.search_batch(batch, name, K), repeats.batch)
             matrix = index.feature_matrix(name)  # (m, N_pad) float32: what one query reads
-            floor_s = min_seconds(lambda: matrix.sum(), repeats)
-            batch_qps = BATCH / median_seconds(lambda i: index.search_batch(batch, name, K), 3)
-            exact = check_exact(index, name, queries[:2], mu, sigma, spread)
+            floor_s = min_seconds(lambda: matrix.sum(), repeats.index)
+            batch_qps = BATCH / median_seconds(lambda i: index.search_batch(batch, name, K), repeats.batch)
+            exact = check_exact(index, name, queries[: repeats.exact], mu, sigma, spread)
             if faiss_index is not None:
-                exact = exact and check_exact(faiss_index, name, queries[:2], mu, sigma, spread)
+                exact = exact and check_exact(faiss_index, name, queries[: repeats.exact], mu, sigma, spread)
             rows.append(Row(n, threads, name, naive_s, index_s, faiss_s, floor_s, batch_qps, faiss_batch, exact))
             log(f"N={n:,} threads={threads} {name}: naive {naive_s * 1e3:.2f} ms, index {index_s * 1e3:.3f} ms")
     return rows, cold
@@ -322,11 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     colds: dict[int, float] = {}
     for n in sizes:
         if args.quick:
-            repeats, naive_repeats = 5, 3
+            repeats = Repeats(index=5, naive=3, batch=2, exact=2)
+        elif n <= 100_000:
+            repeats = Repeats(index=200, naive=30, batch=5, exact=3)
         else:
-            repeats = 200 if n <= 100_000 else 40
-            naive_repeats = 30 if n <= 100_000 else 5
-        size_rows, colds[n] = bench_size(n, thread_counts, repeats, naive_repeats, with_faiss, log)
+            repeats = Repeats(index=30, naive=4, batch=2, exact=1)
+        size_rows, colds[n] = bench_size(n, thread_counts, repeats, with_faiss, log)
         rows.extend(size_rows)
     set_threads(default_threads)
 
