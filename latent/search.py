@@ -76,7 +76,6 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +85,6 @@ from numpy.typing import ArrayLike
 
 from latent.scores import (
     KERNELS,
-    SCORES,
     check_catalog,
     check_queries,
     check_query,
@@ -99,7 +97,15 @@ from latent.scores import (
 BACKENDS: tuple[str, ...] = ("torch", "faiss")
 
 #: Scores searched through a linear feature map with spread-independent features.
-LINEAR_SCORES: tuple[str, ...] = ("likelihood", "kl", "mahalanobis", "kl_reverse", "jeffreys", "wasserstein2", "euclidean")
+LINEAR_SCORES: tuple[str, ...] = (
+    "likelihood",
+    "kl",
+    "mahalanobis",
+    "kl_reverse",
+    "jeffreys",
+    "wasserstein2",
+    "euclidean",
+)
 
 _U32 = 2.0**-24  # float32 unit roundoff
 _U64 = 2.0**-53  # float64 unit roundoff
@@ -468,7 +474,8 @@ class SearchIndex:
         """Validate the catalog, mu and sigma of shape (N, d), precompute every score's features; return self."""
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
-        if isinstance(self.block_size, bool) or not isinstance(self.block_size, (int, np.integer)) or self.block_size < 1:
+        block_size = self.block_size
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer; got {self.block_size!r}")
         mu_array, sigma_array = check_catalog(mu, sigma)
         mu_copy = np.array(mu_array, dtype=np.float64, order="C", copy=True)
@@ -513,7 +520,9 @@ class SearchIndex:
         return check_spread(s, self.dim_)
 
     def _spread_features(self, name: str, spread_d: np.ndarray) -> _Prepared:
-        features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, self.default_spread_, spread_d)
+        features = _item_features(
+            name, self._centered_mu_, self.sigma_, self._log_sigma_, self.default_spread_, spread_d
+        )
         return _prepare(features, self.dim_, _FORMS[name], int(self.block_size), self.backend)
 
     def _prepared_for(self, name: str, spread: np.ndarray) -> _Prepared:
