@@ -208,7 +208,7 @@ def between(name: str, query: tuple[np.ndarray, np.ndarray], item: tuple[np.ndar
     return float(SCORES[name].fn(z, mu[None, :], sigma[None, :], s)[0])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(pair=gaussians(2))
 def test_divergences_are_nonnegative_and_zero_on_equal_gaussians(pair: list) -> None:
     p, q = pair
@@ -217,7 +217,7 @@ def test_divergences_are_nonnegative_and_zero_on_equal_gaussians(pair: list) -> 
         assert between(name, p, p) == 0.0, name
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(pair=gaussians(2))
 def test_symmetric_scores_are_symmetric(pair: list) -> None:
     p, q = pair
@@ -225,7 +225,7 @@ def test_symmetric_scores_are_symmetric(pair: list) -> None:
         assert between(name, p, q) == between(name, q, p), name
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(triple=gaussians(3))
 def test_wasserstein2_triangle_inequality(triple: list) -> None:
     a, b, c = triple
@@ -233,7 +233,7 @@ def test_wasserstein2_triangle_inequality(triple: list) -> None:
     assert ac <= ab + bc + 1e-12 * (ab + bc + 1.0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     data=st.data(),
     n=st.integers(2, 30),
@@ -260,7 +260,7 @@ def test_equal_sigmas_make_likelihood_rank_as_euclidean(
         np.testing.assert_array_equal(by_likelihood, by_euclidean)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.data(), n=st.integers(1, 20), d=st.integers(1, 4))
 def test_kl_identity(data: st.DataObject, n: int, d: int) -> None:
     # kl = -log q(z|x) + sum s^2/(2 sigma^2) + c(s), with c(s) = -sum log s - (d/2)(1 + log 2 pi).
@@ -273,7 +273,7 @@ def test_kl_identity(data: st.DataObject, n: int, d: int) -> None:
     np.testing.assert_allclose(SCORES["kl"].fn(z, mu, sigma, s), expected, rtol=1e-10, atol=1e-9)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=st.data(), n=st.integers(2, 25), d=st.integers(1, 4))
 def test_kl_ranking_tends_to_likelihood_ranking_as_spread_shrinks(data: st.DataObject, n: int, d: int) -> None:
     mu = np.array(data.draw(st.lists(st.lists(finite, min_size=d, max_size=d), min_size=n, max_size=n)))

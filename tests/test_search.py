@@ -161,7 +161,7 @@ def test_near_ties_below_float32_resolution_come_out_right(backend: str, name: s
     assert calls, "the near-tie case never exercised the widening path"
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(1, 300),
