@@ -320,6 +320,8 @@ def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_center: np.n
 def value_from_key(name: str, key: ArrayLike, const: float) -> np.ndarray:
     """Natural-unit values from keys psi . phi: const + key, const - key, or sqrt(const - key) for the
     squared distances (euclidean, mahalanobis, wasserstein2). Shapes follow ``key``."""
+    if name not in _FORMS:
+        raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
     form = _FORMS[name]
     key_array = np.asarray(key, dtype=np.float64)
     if form.squared:
