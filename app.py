@@ -13,5 +13,6 @@ PAGES = [
     st.Page("pages/atlas.py", title="Atlas", icon=":material/map:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/model.py", title="Model", icon=":material/memory:"),
+    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
 ]
 st.navigation(PAGES).run()
