@@ -66,6 +66,12 @@ def num(x: float, digits: int = 3) -> str:
     return text
 
 
+def signed(x: float, digits: int = 3) -> str:
+    """:func:`num`, in parentheses when negative, for after a minus or times sign: ``(-0.152)``."""
+    text = num(x, digits)
+    return f"({text})" if text.startswith("-") else text
+
+
 # --------------------------------------------------------------------------- the reparameterisation trick
 
 
@@ -139,7 +145,7 @@ def likelihood_latex(terms: LikelihoodTerms, label: str = "x", shown: int = 2, d
     """``st.latex`` source: the log-likelihood formula, the first ``shown`` dimensions written out, and the total."""
     d = len(terms.mu)
     first = " + ".join(
-        rf"\frac{{({num(terms.z[j], digits)} - {num(terms.mu[j], digits)})^2}}{{2 \cdot {num(terms.sigma[j], digits)}^2}}"
+        rf"\frac{{({num(terms.z[j], digits)} - {signed(terms.mu[j], digits)})^2}}{{2 \cdot {num(terms.sigma[j], digits)}^2}}"
         for j in range(min(shown, d)))
     more = r" + \cdots" if d > shown else ""
     return (
@@ -147,7 +153,7 @@ def likelihood_latex(terms: LikelihoodTerms, label: str = "x", shown: int = 2, d
         rf"\log q(z \mid {label}) &= -\sum_{{j=1}}^{{{d}}} \frac{{(z_j - \mu_j)^2}}{{2\sigma_j^2}}"
         rf" - \sum_{{j=1}}^{{{d}}} \log\sigma_j - \frac{{{d}}}{{2}}\log 2\pi \\"
         rf"&= -\Big( {first}{more} \Big) - \sum_j \log\sigma_j - \frac{{{d}}}{{2}}\log 2\pi \\"
-        rf"&= -{num(terms.quadratic.sum(), digits)} - ({num(terms.log_sigma.sum(), digits)})"
+        rf"&= -{num(terms.quadratic.sum(), digits)} - {signed(terms.log_sigma.sum(), digits)}"
         rf" - {num(terms.constant, digits)} = {num(terms.total, digits)}"
         r"\end{aligned}"
     )
@@ -167,19 +173,6 @@ def contrast_dimension(sigma_a: ArrayLike, sigma_b: ArrayLike) -> int:
     b = _vector(sigma_b, "sigma_b", a.shape[0])
     return int(np.argmax(np.abs(np.log(a) - np.log(b))))
 
-
-def broadest(items: ArrayLike, sigma: ArrayLike, exclude: int | None = None) -> int:
-    """Of ``items``, the one with the broadest posterior (largest sum of log sigma), other than ``exclude``.
-
-    Args:
-        items: (m,) item numbers.
-        sigma: (N, d) the catalog's sigmas.
-    """
-    ids = [int(i) for i in np.asarray(items).ravel() if exclude is None or int(i) != int(exclude)]
-    if not ids:
-        raise ValueError("no candidate items left to choose from")
-    widths = np.log(np.asarray(sigma, dtype=np.float64)[ids]).sum(axis=1)  # (m,)
-    return ids[int(np.argmax(widths))]
 
 
 # --------------------------------------------------------------------------- KL and the identity
@@ -226,7 +219,7 @@ def kl_latex(terms: KLTerms, label: str = "x", digits: int = 3) -> str:
         r"\begin{aligned}"
         rf"\mathrm{{KL}}\big(\mathcal{{N}}(z, s^2) \,\|\, q(z \mid {label})\big) &= \sum_{{j=1}}^{{{d}}}"
         r" \Big[ \log\frac{\sigma_j}{s_j} + \frac{s_j^2 + (z_j - \mu_j)^2}{2\sigma_j^2} - \frac{1}{2} \Big] \\"
-        rf"&= {num(terms.log_ratio.sum(), digits)} + {num(terms.quadratic.sum(), digits)} - \frac{{{d}}}{{2}}"
+        rf"&= {num(terms.log_ratio.sum(), digits)} + {signed(terms.quadratic.sum(), digits)} - \frac{{{d}}}{{2}}"
         rf" = {num(terms.total, digits)}"
         r"\end{aligned}"
     )
@@ -373,13 +366,47 @@ def aggregate_density(mu: ArrayLike, sigma: ArrayLike, grid: ArrayLike, chunk: i
     return total / (len(mu2) * math.sqrt(2.0 * math.pi))
 
 
-def nearest_of_other_class(values: ArrayLike, labels: ArrayLike, label: int, higher_is_nearer: bool) -> int:
-    """The nearest item (by a score's ``values`` (N,)) whose class differs from ``label``; ties to the smaller index."""
-    v = np.asarray(values, dtype=np.float64)
-    lab = np.asarray(labels)
-    if v.shape != lab.shape or v.ndim != 1:
-        raise ValueError(f"values and labels must both have shape (N,); got {v.shape} and {lab.shape}")
-    others = np.flatnonzero(lab != label)
-    if len(others) == 0:
-        raise ValueError(f"every item has class {label}; there is no other class to choose from")
-    return int(others[top_k(v[others], 1, higher_is_nearer)[0]])
+
+def widest_contrast(a: int, candidates: ArrayLike, sigma: ArrayLike) -> tuple[int, int]:
+    """The candidate b and dimension j where b's posterior is broadest relative to item a's.
+
+    ``argmax_{b, j} log sigma_bj - log sigma_aj`` over ``candidates`` (item numbers, a excluded): the pair
+    that shows the broad-posterior penalty most clearly. Ties go to the first candidate, then the lower j.
+
+    Returns:
+        ``(b, j)``.
+    """
+    s = np.asarray(sigma, dtype=np.float64)
+    ids = [int(i) for i in np.asarray(candidates).ravel() if int(i) != int(a)]
+    if not ids:
+        raise ValueError("no candidate items other than a to compare with")
+    ratio = np.log(s[ids]) - np.log(s[int(a)])  # (m, d)
+    row, col = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    return ids[int(row)], int(col)
+
+
+def class_prototype(mu: ArrayLike, labels: ArrayLike, label: int) -> int:
+    """The item of class ``label`` whose mean is nearest (Euclidean) to the class's average mean."""
+    m = np.asarray(mu, dtype=np.float64)
+    members = np.flatnonzero(np.asarray(labels) == label)
+    if len(members) == 0:
+        raise ValueError(f"no item has class {label}")
+    centre = m[members].mean(axis=0)  # (d,)
+    return int(members[np.argmin(((m[members] - centre) ** 2).sum(axis=1))])
+
+
+def contrasting_class(label: int, n_classes: int = 10) -> int:
+    """A fixed partner class for demonstrations: ``(label + n_classes // 2) % n_classes``.
+
+    For Fashion-MNIST this pairs visually different garments: T-shirt/Sandal, Trouser/Shirt, Pullover/Sneaker,
+    Dress/Bag, Coat/Ankle boot.
+    """
+    return (int(label) + n_classes // 2) % n_classes
+
+
+def pixel_spread(frames: ArrayLike) -> np.ndarray:
+    """Per-pixel standard deviation over decoded samples: (n, H, W) -> (H, W) float64 (population std)."""
+    f = np.asarray(frames, dtype=np.float64)
+    if f.ndim != 3 or len(f) < 2:
+        raise ValueError(f"frames must have shape (n, H, W) with n >= 2; got {f.shape}")
+    return f.std(axis=0)

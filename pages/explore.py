@@ -1,13 +1,14 @@
 """Explore: set z with sliders, see the decoded garment and its neighbours under three scores."""
 
+import numpy as np
 import streamlit as st
 
 from latent.data import CLASS_NAMES
 from latent.model import decode_images
 from latent.rankings import neighbour_table
-from latent.render import png_bytes
+from latent.render import png_bytes, sheet
 from latent.scores import SCORES
-from ui import state
+from ui import presentation, state
 from ui.resources import active_dimensions, get_index, get_resources
 
 #: Headings of the three galleries.
@@ -19,6 +20,7 @@ index = get_index(res)
 state.init_session_state(res)
 state.show_url_warnings()
 state.sync_widgets(res)
+presenting = presentation.setup()
 a = state.bound(res)
 d = res.catalog.latent_dim
 active = active_dimensions(res)
@@ -58,9 +60,11 @@ decoded = decode_images(res.model, z)
 st.title("Explore the latent space")
 left, right = st.columns([2, 3], gap="large")
 with left:
-    st.image(png_bytes(decoded, scale=12), caption="Decoded garment: the decoder mean for z", width=336, output_format="PNG")
-    st.download_button("Download PNG", png_bytes(decoded, scale=12), file_name="latent-explorer-z.png",
-                       mime="image/png", icon=":material/download:", key="dl_png")
+    st.image(png_bytes(decoded, scale=presentation.size(12, 16)), caption="Decoded garment: the decoder mean for z",
+             width=presentation.size(336, 448), output_format="PNG")
+    if not presenting:
+        st.download_button("Download PNG", png_bytes(decoded, scale=12), file_name="latent-explorer-z.png",
+                           mime="image/png", icon=":material/download:", key="dl_png")
 with right:
     if q.item is not None:
         st.markdown(f"**Item #{q.item}** · {CLASS_NAMES[int(res.catalog.labels[q.item])]} · "
@@ -71,15 +75,16 @@ with right:
                  caption="Reconstruction from mu(x)", width=168, output_format="PNG")
     st.markdown("**Neighbours**: which dataset items are nearest to z? Each item is a Gaussian "
                 "q(z|x) = N(mu(x), sigma(x)^2), so *nearest* depends on the score.")
-    k1, k2 = st.columns(2)
-    k1.slider("Neighbours per score (k)", 1, state.K_MAX, key=state.W_K)
-    k2.select_slider(
-        "Query spread s for KL", options=state.SPREAD_CHOICES, key=state.W_SPREAD,
-        format_func=lambda v: "median sigma" if v is None else f"{v:g}",
-        help="KL compares the query as a small Gaussian N(z, s^2) with each item's posterior. "
-             "As s shrinks, the KL ranking approaches the likelihood ranking.")
-    st.caption("KL treats the query as N(z, s²): small s ranks like the likelihood; large s favours broad "
-               "posteriors. *median sigma* uses the catalog's median sigma per dimension.")
+    if not presenting:
+        k1, k2 = st.columns(2)
+        k1.slider("Neighbours per score (k)", 1, state.K_MAX, key=state.W_K)
+        k2.select_slider(
+            "Query spread s for KL", options=state.SPREAD_CHOICES, key=state.W_SPREAD,
+            format_func=lambda v: "median sigma" if v is None else f"{v:g}",
+            help="KL compares the query as a small Gaussian N(z, s^2) with each item's posterior. "
+                 "As s shrinks, the KL ranking approaches the likelihood ranking.")
+        st.caption("KL treats the query as N(z, s²): small s ranks like the likelihood; large s favours broad "
+                   "posteriors. *median sigma* uses the catalog's median sigma per dimension.")
 
 q = state.query()
 table = neighbour_table(index, res.catalog, z, state.EXPLORE_SCORES, q.k, q.s)
@@ -92,10 +97,17 @@ for column, name in zip(columns, state.EXPLORE_SCORES):
     with column:
         st.markdown(f"#### {GALLERY_TITLES[name]}")
         st.caption(score.summary + (" Higher is nearer." if score.higher_is_nearer else " Lower is nearer."))
-        thumbs = [png_bytes(res.data.images[i], scale=3) for i in rows["item"]]
+        thumbs = [png_bytes(res.data.images[i], scale=presentation.size(3, 4)) for i in rows["item"]]
         captions = [f"{c} #{i} · {v:.2f}" for c, i, v in zip(rows["class"], rows["item"], rows["value"])]
-        st.image(thumbs, caption=captions, width=84, output_format="PNG")
+        st.image(thumbs, caption=captions, width=presentation.size(84, 112), output_format="PNG")
 
-st.download_button("Download rankings (CSV)", table.to_csv(index=False).encode(), file_name="latent-explorer-rankings.csv",
-                   mime="text/csv", icon=":material/table_view:", key="dl_csv")
+if not presenting:
+    d1, d2, _ = st.columns([1, 1, 2])
+    d1.download_button("Download rankings (CSV)", table.to_csv(index=False).encode(),
+                       file_name="latent-explorer-rankings.csv", mime="text/csv", icon=":material/table_view:",
+                       key="dl_csv")
+    d2.download_button("Download neighbours (PNG)", png_bytes(sheet(np.stack(
+        [res.data.images[table.loc[table["score"] == n, "item"].to_numpy()] for n in state.EXPLORE_SCORES]), scale=3)),
+        file_name="latent-explorer-neighbours.png", mime="image/png", icon=":material/download:", key="dl_strip",
+        help="One row per score: " + ", ".join(state.EXPLORE_SCORES))
 state.sync_url()

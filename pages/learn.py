@@ -74,7 +74,8 @@ def gallery(items: np.ndarray, captions: list[str], normal: int = 84, large: int
 
 
 def chart(fig, key: str) -> None:
-    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+    # Streamlit's chart theme sets its own (small) fonts; a projector needs the figure's.
+    st.plotly_chart(fig, key=key, config={"displaylogo": False}, theme=None if presenting else "streamlit")
 
 
 # ----------------------------------------------------------------------------- navigation
@@ -107,15 +108,17 @@ def item_controls() -> None:
     bind(W_ITEM, x)
     c1.number_input("Item number", 0, len(cat) - 1, step=1, key=W_ITEM, help="The query becomes this item's mean.",
                     on_change=lambda: state.start_from_item(res, st.session_state[W_ITEM]))
-    c2.selectbox("Class", range(len(CLASS_NAMES)), format_func=lambda c: CLASS_NAMES[c], key=W_CLASS)
-    c3.button("Random", key="btn_learn_random", width="stretch", help="A random item of this class",
-              icon=":material/casino:",
-              on_click=lambda: state.start_from_random_item_of_class(res, st.session_state[W_CLASS]))
+    bind(W_CLASS, int(cat.labels[x]))
+    random_of_class = lambda: state.start_from_random_item_of_class(res, st.session_state[W_CLASS])  # noqa: E731
+    c2.selectbox("Class", range(len(CLASS_NAMES)), format_func=lambda c: CLASS_NAMES[c], key=W_CLASS,
+                 on_change=random_of_class, help="Jump to a random item of this class.")
+    c3.button("Another", key="btn_learn_random", width="stretch", help="Another random item of this class",
+              icon=":material/casino:", on_click=random_of_class)
 
 
 def sample_strip() -> None:
     frames = decode_images(res.model, samples)  # (N_SAMPLES, 28, 28)
-    scale = presentation.size(4, 6)
+    scale = presentation.size(4, 5)
     st.image(png_bytes(strip(frames, scale=scale, gap=2 * scale)), output_format="PNG",
              caption=f"{N_SAMPLES} samples z = μ + σ ⊙ ε, decoded (ε seed {eps_seed})")
 
@@ -135,8 +138,16 @@ def step_encode() -> None:
         picture(decode_images(res.model, mu_x), "Decoded from μ(x)", 168, 252)
     with right:
         chart(figures.posterior_bars(mu_x, sigma_x, active, font), "learn_bars")
-    st.markdown("**How much does the garment vary within its posterior?** Decoded samples z ~ q(z|x):")
-    sample_strip()
+    st.markdown("**How much does the garment vary within its posterior?** Decoded samples z ~ q(z|x), and where "
+                "the pixels vary:")
+    s1, s2 = st.columns([4, 1], gap="medium")
+    with s1:
+        sample_strip()
+    with s2:
+        spread = teaching.pixel_spread(decode_images(res.model, samples))  # (28, 28)
+        top = float(spread.max())
+        picture(spread / top if top > 0 else spread, f"Pixel std over the {N_SAMPLES} samples (white = {top:.3f})",
+                112, 140)
     st.caption("Grey dimensions are unused: there μ ≈ 0 and σ ≈ 1, the posterior equals the prior, and the decoder "
                "ignores them. Small σ: the encoder is sure; large σ: many codes fit the image.")
 
@@ -168,7 +179,8 @@ def step_reparam() -> None:
                               "z = μ + σε": first})
         st.dataframe(frame.style.format(precision=3), hide_index=True, key="learn_reparam_table",
                      height=presentation.size(35 * (d + 1) + 3, 420))
-    st.markdown("**The same ε moves every item's sample by σ ⊙ ε**; a new ε gives new samples:")
+    st.markdown("Each sample is the mean shifted by **σ ⊙ ε**: far along the dimensions where the encoder is "
+                "unsure, hardly at all where it is sure. *Draw ε again* for new samples:")
     sample_strip()
 
 
@@ -215,16 +227,18 @@ def step_nearest() -> None:
         st.info("Only one item in the ranking: increase k to compare it with another item.")
         return
     vs = state.extra("vs")
-    b = vs if vs in options else teaching.broadest(euclid if len(set(euclid) - {a}) else options, cat.sigma, exclude=a)
-    dim_choice = state.extra("dim")
-    j = dim_choice if dim_choice is not None else teaching.contrast_dimension(cat.sigma[a], cat.sigma[b])
+    b, j = teaching.widest_contrast(a, options, cat.sigma)
+    if vs in options:
+        b, j = vs, teaching.contrast_dimension(cat.sigma[a], cat.sigma[vs])
+    if state.extra("dim") is not None:
+        j = state.extra("dim")
     if not presenting:
         e1, e2 = st.columns(2)
         bind(W_VS, b)
         e1.selectbox("Compare the top match with", options, key=W_VS, format_func=item_label,
                      on_change=state.extra_from_widget, args=("vs", W_VS),
-                     help="Items from the likelihood and the Euclidean top-k; the default is the broadest posterior "
-                          "among the nearest means.")
+                     help="Items from the likelihood and the Euclidean top-k; the default is the one whose "
+                          "posterior is broadest relative to the top match's, in some dimension.")
         bind(W_DIM, j)
         e2.selectbox("Dimension", range(d), key=W_DIM, format_func=lambda v: f"z{v}",
                      on_change=state.extra_from_widget, args=("dim", W_DIM))
@@ -243,16 +257,18 @@ def step_nearest() -> None:
     with left:
         chart(figures.two_gaussians(float(z[j]), grid, curves, j, font), "learn_two_gaussians")
     with right:
-        rows = []
+        table = {}
         for i, _ in both:
             t = teaching.likelihood_terms(z, cat.mu[i], cat.sigma[i])
-            rows.append({"item": item_label(i), "‖z − μ‖": float(np.linalg.norm(z - cat.mu[i])),
-                         "−Σ (z−μ)²/2σ²": -float(t.quadratic.sum()), "−Σ log σ": -float(t.log_sigma.sum()),
-                         "log q(z|x)": t.total})
-        st.dataframe(pd.DataFrame(rows).style.format(precision=3), hide_index=True, key="learn_penalty")
-        st.markdown("A broad posterior spreads its density thin: its peak is lower by log(σ_broad/σ_narrow) in "
-                    "every dimension (the **−Σ log σ** column). It wins only when z is far from the narrow "
-                    "posterior in units of *its* σ (the **−Σ (z−μ)²/2σ²** column).")
+            table[item_label(i)] = {"‖z − μ‖ (Euclidean)": float(np.linalg.norm(z - cat.mu[i])),
+                                    "−Σ (z−μ)²/2σ² (distance)": -float(t.quadratic.sum()),
+                                    "−Σ log σ (width)": -float(t.log_sigma.sum()),
+                                    "−(d/2) log 2π": -t.constant, "log q(z|x)": t.total}
+        st.dataframe(pd.DataFrame(table).style.format(precision=3), key="learn_penalty")
+        gap = float(np.log(cat.sigma[b, j] / cat.sigma[a, j]))
+        st.markdown(f"In z{j} the broader posterior's peak is lower by log(σ_B/σ_A) = **{gap:.2f}** nats: a broad "
+                    "posterior spreads its density thin, and pays **−Σ log σ**. It wins only when z is far from "
+                    "the narrow posterior in units of *that* posterior's σ (the distance row).")
 
 
 # ----------------------------------------------------------------------------- 4. KL
@@ -347,10 +363,11 @@ def step_uncertainty() -> None:
         covering_xy = cat.mu[mask][:, pair]
         threshold = uncertainty.coverage_radius2(level, d)
         covered_top = int(mask[top_items].sum())
-        note = (f"**{int(mask.sum()):,} items** have z inside their central {level:.0%} posterior ellipsoid: squared "
-                f"Mahalanobis distance Σⱼ (zⱼ − μⱼ)²/σⱼ² ≤ χ²₍{d}₎ quantile {threshold:.2f} (all {d} dimensions, "
-                f"so a ring drawn here may cover z even where its 2-D ellipse does not). {covered_top} of the "
-                f"top-{len(top_items)} cover z.")
+        count = int(mask.sum())
+        note = (f"**{count:,} item{'s' if count != 1 else ''}** cover z: z lies inside their central {level:.0%} "
+                f"posterior ellipsoid, Σⱼ (zⱼ − μⱼ)²/σⱼ² ≤ {threshold:.2f}, the {level:.0%} quantile of χ² with {d} "
+                f"degrees of freedom. The test uses all {d} dimensions, so an item can cover z where its 2-D "
+                f"ellipse here does not. {covered_top} of the top-{len(top_items)} cover z.")
     fig = figures.uncertainty_map((i, j), cat.mu[bg][:, pair], cat.labels[bg], ellipses, z[pair], covering_xy, level,
                                   font, height=presentation.size(640, 760))
     chart(fig, "learn_map")
@@ -386,9 +403,9 @@ def step_interpolate() -> None:
     label = int(cat.labels[x])
     to = state.extra("to")
     if to is None:
-        to = teaching.nearest_of_other_class(index.scores_all(z, score="likelihood"), cat.labels, label, True)
-    st.markdown(f"Walk from the query z to item {item_label(to)}'s mean μ in a straight line, and decode along the "
-                f"way. A VAE's latent space is smooth, so every frame is a plausible garment.")
+        to = learn_cache.prototype(res, teaching.contrasting_class(label))
+    st.markdown(f"Walk from the query z to the mean μ of item {item_label(to)} in a straight line, and decode along "
+                f"the way. A VAE's latent space is smooth, so every frame is a plausible garment.")
     if not presenting:
         c1, c3 = st.columns([1, 1], vertical_alignment="bottom")
         bind(W_TO, to)

@@ -50,7 +50,7 @@ def posterior_bars(mu: np.ndarray, sigma: np.ndarray, active: Sequence[bool], fo
                      color=PRIOR),
         hovertemplate="%{x}: μ = %{y:.3f}, σ = %{error_y.array:.3f}<extra></extra>"))
     fig.add_hrect(y0=-1, y1=1, fillcolor="#999999", opacity=0.12, line_width=0,
-                  annotation_text="prior N(0, 1): ±1", annotation_position="top left")
+                  annotation_text="prior N(0, 1): ±1", annotation_position="top right")
     return _layout(fig, font, 360, title="Posterior q(z|x): bar = μⱼ, error bar = ±σⱼ (grey: unused dimension)",
                    yaxis_title="latent value", showlegend=False)
 
@@ -80,11 +80,14 @@ def two_gaussians(z: float, grid: np.ndarray, curves: Sequence[tuple[Curve1D, np
                                  fill="tozeroy", opacity=0.35, meta={"mu": curve.mu, "sigma": curve.sigma}))
         height = float(np.exp(curve.log_density_at_z))
         fig.add_trace(go.Scatter(
-            x=[z], y=[height], mode="markers+text", marker=dict(size=16, color=curve.colour, line=dict(width=2, color="white")),
-            text=[f"log N = {curve.log_density_at_z:.2f}"], textposition="middle right", showlegend=False,
-            textfont=dict(size=font + 2, color=curve.colour), meta={"mu": curve.mu, "at_z": True}))
+            x=[z], y=[height], mode="markers", marker=dict(size=16, color=curve.colour, line=dict(width=2, color="white")),
+            showlegend=False, meta={"mu": curve.mu, "at_z": True},
+            hovertemplate=f"log N(z; μ, σ²) = {curve.log_density_at_z:.3f}<extra></extra>"))
+    for k, (curve, _) in enumerate(curves):
+        fig.add_annotation(xref="paper", yref="paper", x=0.99, y=0.97 - 0.1 * k, xanchor="right", showarrow=False,
+                           text=f"log N at z: {curve.log_density_at_z:.2f}", font=dict(size=font + 2, color=curve.colour))
     fig.add_vline(x=z, line=dict(color=QUERY, width=4, dash="dash"), annotation_text=f"query z{dim} = {z:.2f}",
-                  annotation_position="top")
+                  annotation_position="top left")
     return _layout(fig, font, 400, title=f"Dimension z{dim}: a narrow and a broad posterior, and the query",
                    xaxis_title=f"z{dim}", yaxis_title="density",
                    legend=dict(orientation="h", y=-0.2))
@@ -117,8 +120,10 @@ def prior_panels(edges: np.ndarray, density: np.ndarray, grid: np.ndarray, aggre
     cols = 5
     rows = int(np.ceil(d / cols))
     titles = [f"z{j} · KL {kl[j]:.2f}{'' if active[j] else ' · unused'}" for j in range(d)]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, shared_yaxes=True,
-                        horizontal_spacing=0.02, vertical_spacing=0.14)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.16)
+    # One y range for all panels that fits the prior and every aggregate; an unused dimension's histogram (all
+    # means near 0) is a spike that runs off the top, which is the point.
+    top = 1.15 * float(max(np.max(prior), np.max(aggregate)))
     centres = 0.5 * (edges[:-1] + edges[1:])
     width = float(edges[1] - edges[0])
     for j in range(d):
@@ -135,6 +140,7 @@ def prior_panels(edges: np.ndarray, density: np.ndarray, grid: np.ndarray, aggre
                                  meta={"dim": j, "what": "prior"}), row=r, col=c)
     fig.update_annotations(font_size=font)
     fig.update_xaxes(range=[float(edges[0]), float(edges[-1])])
+    fig.update_yaxes(range=[0.0, top])
     return _layout(fig, font, 300 * rows + 80, bargap=0, legend=dict(orientation="h", y=-0.12),
                    margin=dict(l=10, r=10, t=40, b=10))
 
@@ -190,10 +196,9 @@ def uncertainty_map(dims: tuple[int, int], background: np.ndarray, background_la
             seen.setdefault(e.item, e)
         centres = np.array([e.centre for e in seen.values()])
         fig.add_trace(go.Scatter(
-            x=centres[:, 0], y=centres[:, 1], mode="markers+text", name="top matches μ",
-            text=[f"#{item}" for item in seen], textposition="top center",
-            marker=dict(size=9, color=[CLASS_COLOURS[e.label] for e in seen.values()], line=dict(width=1, color="white")),
-            meta={"what": "centres"}, textfont=dict(size=font - 1)))
+            x=centres[:, 0], y=centres[:, 1], mode="markers", name="top matches μ", customdata=list(seen),
+            marker=dict(size=10, color=[CLASS_COLOURS[e.label] for e in seen.values()], line=dict(width=1.5, color="white")),
+            meta={"what": "centres"}, hovertemplate="#%{customdata}<extra></extra>"))
         # Two legend entries that explain the line styles.
         for r, dash in ((1.0, "solid"), (2.0, "dash")):
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="#444444", dash=dash, width=3),
@@ -201,9 +206,19 @@ def uncertainty_map(dims: tuple[int, int], background: np.ndarray, background_la
     fig.add_trace(go.Scatter(x=[float(z[0])], y=[float(z[1])], mode="markers", name="query z",
                              marker=dict(size=24, symbol="star", color=QUERY, line=dict(width=2, color="#000000")),
                              meta={"what": "query"}))
-    return _layout(fig, font, height, xaxis=dict(title=f"z{i}", zeroline=True),
-                   yaxis=dict(title=f"z{j}", scaleanchor="x", scaleratio=1, zeroline=True),
+    xr, yr = view_ranges(z, ellipses)
+    return _layout(fig, font, height, xaxis=dict(title=f"z{i}", zeroline=True, range=xr),
+                   yaxis=dict(title=f"z{j}", scaleanchor="x", scaleratio=1, zeroline=True, range=yr),
                    legend=dict(orientation="v", x=1.01, y=1), margin=dict(l=10, r=10, t=20, b=10))
+
+
+def view_ranges(z: np.ndarray, ellipses: Sequence[Ellipse], margin: float = 1.3,
+                minimum: float = 0.25) -> tuple[list[float], list[float]]:
+    """Square axis ranges centred on the query that show every ellipse (x ``margin``), at least +-``minimum``."""
+    half = minimum
+    for e in ellipses:
+        half = max(half, float(np.abs(e.points - np.asarray(z, np.float64)).max()) * margin)
+    return [float(z[0]) - half, float(z[0]) + half], [float(z[1]) - half, float(z[1]) + half]
 
 
 def interpolation_animation(frames: np.ndarray, ts: np.ndarray, title: str, font: int = 13,

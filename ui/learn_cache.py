@@ -76,3 +76,15 @@ def _geodesic(sha: str, za: tuple[float, ...], zb: tuple[float, ...], n: int, _r
 def geodesic(res: Resources, za: np.ndarray, zb: np.ndarray, n: int) -> LatentPath:
     """:func:`latent.interpolation.geodesic_path`, cached per model and end points."""
     return _geodesic(res.checkpoint_sha256, tuple(float(v) for v in za), tuple(float(v) for v in zb), int(n), res)
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _prototype(key: str, label: int, _res: Resources) -> int:
+    from latent.teaching import class_prototype
+
+    return class_prototype(_res.catalog.mu, _res.catalog.labels, label)
+
+
+def prototype(res: Resources, label: int) -> int:
+    """:func:`latent.teaching.class_prototype`: the most typical item of a class, cached per catalog."""
+    return _prototype(res.catalog.key, int(label), res)
