@@ -114,8 +114,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for key, value in report.items():
         print(f"{key}: {value}")
     if args.card:
+        from .train import write_json_atomic
+
         sheet = save_sample_sheet(args.checkpoint, data, Path(args.card).with_name("samples.png"))
         write_model_card(report, args.card, args.history, sample_sheet=sheet.name)
+        write_json_atomic(Path(args.card).with_name("evaluation.json"), report)
         print(f"Wrote {args.card}")
     return 0
 

