@@ -26,30 +26,31 @@ d = res.catalog.latent_dim
 active = active_dimensions(res)
 
 # ----------------------------------------------------------------------------- the query (sidebar)
-with st.sidebar:
-    st.subheader("Latent vector z")
-    b1, b2 = st.columns(2)
-    b1.button("Origin", icon=":material/restart_alt:", on_click=state.reset_to_origin, args=(res,),
-              help="Set z = 0, the centre of the prior.", width="stretch", key="btn_origin")
-    b2.button("Random", icon=":material/casino:", on_click=state.draw_from_prior, args=(res,),
-              help="Draw z ~ N(0, I) from the prior; the seed goes into the link.", width="stretch",
-              key="btn_random")
-    for j in range(d):
-        label = f"z{j}" if active[j] else f"z{j} · unused"
-        st.slider(label, -a, a, step=0.01, format="%.2f", key=state.slider_key(j),
-                  help=None if active[j] else "The model does not use this dimension (mean KL to the prior "
-                  "< 0.01 nats): moving it barely changes the garment.")
-    st.divider()
-    st.subheader("Start from an item")
-    c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
-    c1.number_input("Item number", 0, len(res.catalog) - 1, value=state.query().item or 0, step=1, key=state.W_ITEM)
-    c2.button("Use", key="btn_item", on_click=lambda: state.start_from_item(res, st.session_state[state.W_ITEM]),
-              width="stretch")
-    c3, c4 = st.columns([3, 2], vertical_alignment="bottom")
-    c3.selectbox("Class", range(len(CLASS_NAMES)), format_func=lambda c: CLASS_NAMES[c], key=state.W_CLASS)
-    c4.button("Random", key="btn_class", help="A random item of this class",
-              on_click=lambda: state.start_from_random_item_of_class(res, st.session_state[state.W_CLASS]),
-              width="stretch")
+if not presenting:  # presentation mode draws no controls
+    with st.sidebar:
+        st.subheader("Latent vector z")
+        b1, b2 = st.columns(2)
+        b1.button("Origin", icon=":material/restart_alt:", on_click=state.reset_to_origin, args=(res,),
+                  help="Set z = 0, the centre of the prior.", width="stretch", key="btn_origin")
+        b2.button("Random", icon=":material/casino:", on_click=state.draw_from_prior, args=(res,),
+                  help="Draw z ~ N(0, I) from the prior; the seed goes into the link.", width="stretch",
+                  key="btn_random")
+        for j in range(d):
+            label = f"z{j}" if active[j] else f"z{j} · unused"
+            st.slider(label, -a, a, step=0.01, format="%.2f", key=state.slider_key(j),
+                      help=None if active[j] else "The model does not use this dimension (mean KL to the prior "
+                      "< 0.01 nats): moving it barely changes the garment.")
+        st.divider()
+        st.subheader("Start from an item")
+        c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+        c1.number_input("Item number", 0, len(res.catalog) - 1, value=state.query().item or 0, step=1, key=state.W_ITEM)
+        c2.button("Use", key="btn_item", on_click=lambda: state.start_from_item(res, st.session_state[state.W_ITEM]),
+                  width="stretch")
+        c3, c4 = st.columns([3, 2], vertical_alignment="bottom")
+        c3.selectbox("Class", range(len(CLASS_NAMES)), format_func=lambda c: CLASS_NAMES[c], key=state.W_CLASS)
+        c4.button("Random", key="btn_class", help="A random item of this class",
+                  on_click=lambda: state.start_from_random_item_of_class(res, st.session_state[state.W_CLASS]),
+                  width="stretch")
 
 
 # ----------------------------------------------------------------------------- the garment
