@@ -418,7 +418,7 @@ def step_interpolate() -> None:
     ts = np.linspace(0.0, 1.0, N_FRAMES)
     left, right = st.columns([2, 3], gap="large")
     with left:
-        chart(figures.interpolation_animation(line.frames, ts, "Straight line: press ▶", font,
+        chart(figures.interpolation_animation(line.frames, ts, "Straight line", font,
                                               height=presentation.size(460, 560)), "learn_animation")
     with right:
         scale = presentation.size(3, 4)
@@ -456,7 +456,7 @@ p, mid, n = st.columns([1, 3, 1], vertical_alignment="center")
 if number > 1:
     p.button(f"← {TITLES[state.LEARN_STEPS[number - 2]]}", key="btn_learn_prev", width="stretch",
              on_click=state.set_extra, args=("step", state.LEARN_STEPS[number - 2]))
-mid.markdown(f"<div style='text-align:center'>Step {number} of {len(state.LEARN_STEPS)}</div>",
+mid.markdown(f"<p style='text-align:center'>Step {number} of {len(state.LEARN_STEPS)}</p>",
              unsafe_allow_html=True)
 if number < len(state.LEARN_STEPS):
     n.button(f"{TITLES[state.LEARN_STEPS[number]]} →", key="btn_learn_next", width="stretch", type="primary",

@@ -23,7 +23,6 @@ def controls(at) -> list[str]:
 
 @pytest.mark.parametrize("page, extra", [
     ("pages/learn.py", {"step": "uncertainty", "dims": "0,2", "cover": "1", "level": "0.9"}),
-    ("pages/learn.py", {"step": "kl", "nb": "5", "s": "0.03"}),
     ("pages/explore.py", {"k": "5", "s": "0.1"}),
     ("pages/compare.py", {"k": "4"}),
 ])

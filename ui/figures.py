@@ -20,6 +20,9 @@ from latent.uncertainty import mass_label
 #: Paul Tol's colour-blind-safe "muted" scheme (as on the Atlas), one colour per class.
 CLASS_COLOURS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE",
                  "#882255", "#44AA99", "#999933", "#AA4499", "#555555")
+#: Paul Tol's "bright" scheme, cycled over the top matches on the uncertainty map.
+ITEM_COLOURS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+FONT_FAMILY = '"Source Sans Pro", "Source Sans 3", sans-serif'  # Streamlit's own
 ACTIVE = "#0072B2"
 INACTIVE = "#BBBBBB"
 QUERY = "#E69F00"
@@ -30,7 +33,7 @@ PRIOR = "#222222"
 
 def _layout(fig: go.Figure, font: int, height: int, **kwargs) -> go.Figure:
     kwargs.setdefault("margin", dict(l=10, r=10, t=50, b=10))
-    fig.update_layout(height=height, font=dict(size=font), template="plotly_white", **kwargs)
+    fig.update_layout(height=height, font=dict(size=font, family=FONT_FAMILY), template="plotly_white", **kwargs)
     return fig
 
 
@@ -51,7 +54,7 @@ def posterior_bars(mu: np.ndarray, sigma: np.ndarray, active: Sequence[bool], fo
         hovertemplate="%{x}: μ = %{y:.3f}, σ = %{error_y.array:.3f}<extra></extra>"))
     fig.add_hrect(y0=-1, y1=1, fillcolor="#999999", opacity=0.12, line_width=0,
                   annotation_text="prior N(0, 1): ±1", annotation_position="top right")
-    return _layout(fig, font, 360, title="Posterior q(z|x): bar = μⱼ, error bar = ±σⱼ (grey: unused dimension)",
+    return _layout(fig, font, 380, title="Posterior q(z|x): bar μⱼ, error bar ±σⱼ (grey: unused)",
                    yaxis_title="latent value", showlegend=False)
 
 
@@ -102,7 +105,7 @@ def overlap_chart(spreads: np.ndarray, overlap: np.ndarray, k: int, current: flo
                                hovertemplate="s = %{x:.3g}: %{y:.0%} shared<extra></extra>"))
     if current is not None:
         fig.add_vline(x=current, line=dict(color=QUERY, width=3, dash="dash"), annotation_text=f"s = {current:g}")
-    return _layout(fig, font, 340, title=f"Shared items between the top-{k} by KL and the top-{k} by log q(z|x)",
+    return _layout(fig, font, 360, title=f"Top-{k} by KL ∩ top-{k} by log q(z|x)",
                    xaxis=dict(title="query spread s (shrinking →)", type="log", autorange="reversed"),
                    yaxis=dict(title="overlap", tickformat=".0%", range=[-0.03, 1.05]), showlegend=False)
 
@@ -174,31 +177,34 @@ def uncertainty_map(dims: tuple[int, int], background: np.ndarray, background_la
     fig = go.Figure()
     for c, name in enumerate(CLASS_NAMES):
         members = background_labels == c
-        fig.add_trace(go.Scattergl(x=background[members, 0], y=background[members, 1], mode="markers", name=name,
-                                   marker=dict(size=4, color=CLASS_COLOURS[c], opacity=0.35), legendgroup="classes",
-                                   hoverinfo="skip", meta={"what": "background"}))
+        fig.add_trace(go.Scattergl(x=background[members, 0], y=background[members, 1], mode="markers",
+                                   name="catalog means (colour: class)", showlegend=c == 0, legendgroup="classes",
+                                   marker=dict(size=4, color=CLASS_COLOURS[c], opacity=0.4),
+                                   hovertemplate=f"{name}<extra></extra>", meta={"what": "background", "class": c}))
     if covering is not None:
         fig.add_trace(go.Scattergl(
             x=covering[:, 0], y=covering[:, 1], mode="markers", name=f"posterior covers z ({level:.0%})",
             marker=dict(size=7, symbol="circle-open", color="#000000", line=dict(width=1.5)),
             meta={"what": "covering"}, hoverinfo="skip"))
+    order = list(dict.fromkeys(e.item for e in ellipses))  # items in rank order
+    colour = {item: ITEM_COLOURS[n % len(ITEM_COLOURS)] for n, item in enumerate(order)}
     for e in ellipses:
         outer = e.r > 1
         fig.add_trace(go.Scatter(
-            x=e.points[:, 0], y=e.points[:, 1], mode="lines", name=f"#{e.item} {mass_label(e.r)}",
-            line=dict(color=CLASS_COLOURS[e.label], width=2 if outer else 3.5, dash="dash" if outer else "solid"),
+            x=e.points[:, 0], y=e.points[:, 1], mode="lines", name=f"#{e.item} {CLASS_NAMES[e.label]} · {mass_label(e.r)}",
+            line=dict(color=colour[e.item], width=2 if outer else 3.5, dash="dash" if outer else "solid"),
             legendgroup=f"item{e.item}", showlegend=False,
             meta={"what": "ellipse", "item": e.item, "r": e.r},
             hovertemplate=f"#{e.item} {CLASS_NAMES[e.label]}: {mass_label(e.r)} of q(z|x) in this view<extra></extra>"))
     if ellipses:
-        seen = {}
+        first = {}
         for e in ellipses:
-            seen.setdefault(e.item, e)
-        centres = np.array([e.centre for e in seen.values()])
-        fig.add_trace(go.Scatter(
-            x=centres[:, 0], y=centres[:, 1], mode="markers", name="top matches μ", customdata=list(seen),
-            marker=dict(size=10, color=[CLASS_COLOURS[e.label] for e in seen.values()], line=dict(width=1.5, color="white")),
-            meta={"what": "centres"}, hovertemplate="#%{customdata}<extra></extra>"))
+            first.setdefault(e.item, e)
+        for rank, (item, e) in enumerate(first.items(), start=1):
+            fig.add_trace(go.Scatter(
+                x=[e.centre[0]], y=[e.centre[1]], mode="markers", name=f"{rank}. #{item} {CLASS_NAMES[e.label]}",
+                legendgroup=f"item{item}", marker=dict(size=11, color=colour[item], line=dict(width=1.5, color="white")),
+                meta={"what": "centre", "item": item}, hovertemplate=f"μ of #{item}<extra></extra>"))
         # Two legend entries that explain the line styles.
         for r, dash in ((1.0, "solid"), (2.0, "dash")):
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="#444444", dash=dash, width=3),
@@ -232,14 +238,16 @@ def interpolation_animation(frames: np.ndarray, ts: np.ndarray, title: str, font
                   args=[[f"{t:.2f}"], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                            transition=dict(duration=0))]) for t in ts]
     fig.update_layout(
-        updatemenus=[dict(type="buttons", showactive=False, x=0.0, y=-0.08, xanchor="left", yanchor="top",
+        updatemenus=[dict(type="buttons", direction="left", showactive=False, x=1.0, y=1.0, xanchor="right",
+                          yanchor="bottom", pad=dict(b=6),
                           buttons=[dict(label="▶ Play", method="animate",
                                         args=[None, dict(frame=dict(duration=350, redraw=True), fromcurrent=True,
                                                          transition=dict(duration=0))]),
-                                   dict(label="❚❚", method="animate",
+                                   dict(label="❚❚ Pause", method="animate",
                                         args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))])])],
-        sliders=[dict(active=0, steps=steps, x=0.18, len=0.82, y=-0.04, currentvalue=dict(prefix="t = "))],
+        sliders=[dict(active=0, steps=steps, x=0.0, len=1.0, y=0.0, yanchor="top", pad=dict(t=8),
+                      currentvalue=dict(prefix="t = ", font=dict(size=font)))],
     )
     fig.update_xaxes(visible=False, constrain="domain")
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")
-    return _layout(fig, font, height, title=title, margin=dict(l=10, r=10, t=50, b=90))
+    return _layout(fig, font, height, title=title, margin=dict(l=10, r=10, t=60, b=100))

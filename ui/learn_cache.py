@@ -19,7 +19,7 @@ from ui.resources import Resources
 #: The histogram range and resolution of step 5.
 HIST_LIMIT = 4.0
 HIST_BINS = 60
-GRID_POINTS = 161
+GRID_POINTS = 121
 #: How many catalog means the uncertainty map draws as background (a seeded sample; all are searched).
 BACKGROUND = 8000
 

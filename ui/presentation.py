@@ -31,7 +31,8 @@ CSS = """
 [data-testid="stMain"] h2 { font-size: 2.3rem; }
 [data-testid="stMain"] h3, [data-testid="stMain"] h4 { font-size: 1.8rem; }
 [data-testid="stMain"] .katex { font-size: 1.55em; }
-[data-testid="stMain"] [data-testid="stMetricValue"] { font-size: 2.6rem; }
+[data-testid="stMain"] [data-testid="stMetricValue"],
+[data-testid="stMain"] [data-testid="stMetricValue"] * { font-size: 2.6rem !important; line-height: 1.2; }
 </style>
 """
 
