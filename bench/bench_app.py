@@ -144,8 +144,8 @@ async def atlas_seconds(url: str) -> float:
         await page.goto(f"{url}/atlas?z=0,0,0,0,0,0,0,0,0,0")
         await page.wait_for_function(
             """() => { const gd = document.querySelector('.js-plotly-plot');
-                       if (!gd || !gd.data || !gd.querySelector('canvas')) return false;
-                       return gd.data.slice(0, 10).reduce((s, t) => s + t.x.length, 0) === 70000; }""",
+                       if (!gd || !gd._fullData || !gd.querySelector('canvas')) return false;
+                       return gd._fullData.slice(0, 10).reduce((s, t) => s + t.x.length, 0) === 70000; }""",
             polling="raf")
         seconds = time.perf_counter() - started
         await browser.close()

@@ -139,8 +139,8 @@ def test_class_button_starts_from_an_item_of_that_class(expected):
 def test_unused_dimensions_are_marked(expected):
     at = new_app(PAGE).run()
     with torch.no_grad():
-        mu = torch.from_numpy(expected.catalog.mu).double()
-        sigma = torch.from_numpy(expected.catalog.sigma).double()
+        mu = torch.tensor(expected.catalog.mu, dtype=torch.float64)
+        sigma = torch.tensor(expected.catalog.sigma, dtype=torch.float64)
         kl = kl_divergence(Normal(mu, sigma), Normal(0.0, 1.0)).mean(0)
     labels = [at.slider(key=f"w_z{j}").label for j in range(10)]
     assert [("unused" in label) for label in labels] == [bool(v <= 0.01) for v in kl]

@@ -76,8 +76,8 @@ def test_atlas_shows_the_map_and_a_click_sets_the_query(server, page, real_data)
     info = page.evaluate(
         """() => {
             const gd = document.querySelector('.js-plotly-plot');
-            const classes = gd.data.filter(t => !t.name.startsWith('top-') && t.name !== 'query z');
-            return {points: classes.reduce((s, t) => s + t.x.length, 0), types: gd.data.map(t => t.type),
+            const classes = gd._fullData.filter(t => !t.name.startsWith('top-') && t.name !== 'query z');
+            return {points: classes.reduce((s, t) => s + t.x.length, 0), types: gd._fullData.map(t => t.type),
                     webgl: !!gd.querySelector('canvas')};
         }""")
     assert info["points"] == 70000 and set(info["types"]) == {"scattergl"} and info["webgl"]
@@ -88,11 +88,11 @@ def test_atlas_shows_the_map_and_a_click_sets_the_query(server, page, real_data)
         """() => {
             const gd = document.querySelector('.js-plotly-plot');
             const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-            const trace = gd.data[8];  // one class trace (Bag)
+            const trace = gd._fullData[8];  // one class trace (Bag)
             const i = Math.floor(trace.x.length / 2);
             const px = xa.l2p(trace.x[i]) + xa._offset, py = ya.l2p(trace.y[i]) + ya._offset;
             const near = [];
-            gd.data.slice(0, 10).forEach(t => { for (let j = 0; j < t.x.length; j++) {
+            gd._fullData.slice(0, 10).forEach(t => { for (let j = 0; j < t.x.length; j++) {
                 const dx = xa.l2p(t.x[j]) + xa._offset - px, dy = ya.l2p(t.y[j]) + ya._offset - py;
                 if (dx * dx + dy * dy <= 36) near.push(Number(t.customdata[j])); } });
             return {px, py, near};
