@@ -145,7 +145,8 @@ def likelihood_latex(terms: LikelihoodTerms, label: str = "x", shown: int = 2, d
     """``st.latex`` source: the log-likelihood formula, the first ``shown`` dimensions written out, and the total."""
     d = len(terms.mu)
     first = " + ".join(
-        rf"\frac{{({num(terms.z[j], digits)} - {signed(terms.mu[j], digits)})^2}}{{2 \cdot {num(terms.sigma[j], digits)}^2}}"
+        rf"\frac{{({num(terms.z[j], digits)} - {signed(terms.mu[j], digits)})^2}}"
+        rf"{{2 \cdot {num(terms.sigma[j], digits)}^2}}"
         for j in range(min(shown, d)))
     more = r" + \cdots" if d > shown else ""
     return (

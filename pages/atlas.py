@@ -56,7 +56,8 @@ where = projector.place(z)  # (2,) kNN-weighted map position, no umap needed
 
 with side:
     st.image(png_bytes(decode_images(res.model, z), scale=presentation.size(6, 10)), output_format="PNG",
-             width=presentation.size(168, 280), caption=f"The query z{f' = item #{q.item}' if q.item is not None else ''}")
+             width=presentation.size(168, 280),
+             caption=f"The query z{f' = item #{q.item}' if q.item is not None else ''}")
     if not presenting:
         st.caption("Click any point to make that item's mean the query; **Explore** follows.")
         st.page_link("pages/explore.py", label="Open in Explore", icon=":material/tune:")

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from latent import teaching, uncertainty
 from latent.data import CLASS_NAMES
 from latent.interpolation import straight_path
 from latent.model import decode_images
 from latent.render import png_bytes, strip
 from latent.scores import default_spread
-from latent import teaching, uncertainty
 from ui import figures, learn_cache, presentation, state
 from ui.resources import active_dimensions, get_index, get_resources
 
@@ -109,11 +109,14 @@ def item_controls() -> None:
     c1.number_input("Item number", 0, len(cat) - 1, step=1, key=W_ITEM, help="The query becomes this item's mean.",
                     on_change=lambda: state.start_from_item(res, st.session_state[W_ITEM]))
     bind(W_CLASS, int(cat.labels[x]))
-    random_of_class = lambda: state.start_from_random_item_of_class(res, st.session_state[W_CLASS])  # noqa: E731
     c2.selectbox("Class", range(len(CLASS_NAMES)), format_func=lambda c: CLASS_NAMES[c], key=W_CLASS,
                  on_change=random_of_class, help="Jump to a random item of this class.")
     c3.button("Another", key="btn_learn_random", width="stretch", help="Another random item of this class",
               icon=":material/casino:", on_click=random_of_class)
+
+
+def random_of_class() -> None:
+    state.start_from_random_item_of_class(res, st.session_state[W_CLASS])
 
 
 def sample_strip() -> None:
@@ -127,7 +130,7 @@ def sample_strip() -> None:
 def step_encode() -> None:
     st.markdown("The encoder does not map an image to a point: it maps it to a **Gaussian** "
                 "q(z|x) = N(μ(x), diag σ(x)²), a cloud of latent codes that all decode to plausible versions "
-                "of the garment. Pick an item and look at its μ and σ in every dimension.")
+                "of the garment: a mean μ and a spread σ in every dimension.")
     if not presenting:
         item_controls()
     if q.item is None:
@@ -148,7 +151,8 @@ def step_encode() -> None:
         top = float(spread.max())
         picture(spread / top if top > 0 else spread, f"Pixel std over the {N_SAMPLES} samples (white = {top:.3f})",
                 112, 140)
-    st.caption("Grey dimensions are unused: there μ ≈ 0 and σ ≈ 1, the posterior equals the prior, and the decoder "
+    st.caption("Grey dimensions are unused: there μ ≈ 0 and σ ≈ 1, the posterior equals the prior, and the "
+               "decoder "
                "ignores them. Small σ: the encoder is sure; large σ: many codes fit the image.")
 
 
@@ -158,7 +162,8 @@ def step_reparam() -> None:
                 "so the randomness is moved into a fixed noise **ε ~ N(0, I)** and z becomes a smooth function "
                 "of μ and σ:")
     st.latex(r"z = \mu(x) + \sigma(x) \odot \varepsilon, \qquad \varepsilon \sim \mathcal{N}(0, I)"
-             r"\qquad\Rightarrow\qquad \frac{\partial z}{\partial \mu} = 1,\ \ \frac{\partial z}{\partial \sigma} = \varepsilon")
+             r"\qquad\Rightarrow\qquad \frac{\partial z}{\partial \mu} = 1,"
+             r"\ \ \frac{\partial z}{\partial \sigma} = \varepsilon")
     first = samples[0]
     shown = "\\\\".join(
         rf"z_{j} &= {teaching.num(mu_x[j])} + {teaching.num(sigma_x[j])} \times ({teaching.num(eps[0, j])})"
@@ -217,7 +222,8 @@ def step_nearest() -> None:
         with st.expander("Term by term", icon=":material/table_view:"):
             st.dataframe(pd.DataFrame({
                 "dimension": [f"z{j}" for j in range(d)], "z": terms.z, "μ": terms.mu, "σ": terms.sigma,
-                "(z−μ)²/2σ²": terms.quadratic, "log σ": terms.log_sigma, "log N(z; μ, σ²)": terms.per_dimension,
+                "(z−μ)²/2σ²": terms.quadratic, "log σ": terms.log_sigma,
+                "log N(z; μ, σ²)": terms.per_dimension,
             }).style.format(precision=4), hide_index=True, key="learn_terms")
 
     st.markdown("#### Why a broad posterior pays a penalty")
@@ -329,7 +335,8 @@ def step_prior() -> None:
     chart(figures.prior_panels(pic.edges, pic.density, pic.grid, pic.aggregate, pic.prior, pic.kl, active, font),
           "learn_prior")
     st.caption("An active dimension spreads its means out and gives each posterior a small σ; an unused one "
-               "collapses every posterior onto the prior (all μ ≈ 0, σ ≈ 1): its KL is ≈ 0 and the decoder ignores it.")
+               "collapses every posterior onto the prior (all μ ≈ 0, σ ≈ 1): its KL is ≈ 0 and the decoder "
+               "ignores it.")
 
 
 # ----------------------------------------------------------------------------- 6. uncertainty map
@@ -364,8 +371,9 @@ def step_uncertainty() -> None:
         threshold = uncertainty.coverage_radius2(level, d)
         covered_top = int(mask[top_items].sum())
         count = int(mask.sum())
-        note = (f"**{count:,} item{'s' if count != 1 else ''}** cover z: z lies inside their central {level:.0%} "
-                f"posterior ellipsoid, Σⱼ (zⱼ − μⱼ)²/σⱼ² ≤ {threshold:.2f}, the {level:.0%} quantile of χ² with {d} "
+        plural = "s" if count != 1 else ""
+        note = (f"**{count:,} item{plural}** cover z: z lies inside their central {level:.0%} posterior "
+                f"ellipsoid, Σⱼ (zⱼ − μⱼ)²/σⱼ² ≤ {threshold:.2f}, the {level:.0%} quantile of χ² with {d} "
                 f"degrees of freedom. The test uses all {d} dimensions, so an item can cover z where its 2-D "
                 f"ellipse here does not. {covered_top} of the top-{len(top_items)} cover z.")
     fig = figures.uncertainty_map((i, j), cat.mu[bg][:, pair], cat.labels[bg], ellipses, z[pair], covering_xy, level,
@@ -423,7 +431,8 @@ def step_interpolate() -> None:
     with right:
         scale = presentation.size(3, 4)
         st.image(png_bytes(strip(line.frames, scale=scale, gap=2 * scale)), output_format="PNG",
-                 caption=f"Straight line z(t) = (1 − t) z + t μ, t = 0 … 1 · decoded path length {line.length:.2f}")
+                 caption=f"Straight line z(t) = (1 − t) z + t μ, t = 0 … 1 · decoded path length "
+                         f"{line.length:.2f}")
         pair = (tuple(float(v) for v in z), tuple(float(v) for v in zb))
         if st.session_state.get(GEODESIC_FOR) == pair:
             geo = learn_cache.geodesic(res, z, zb, N_FRAMES)

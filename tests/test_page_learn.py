@@ -161,7 +161,8 @@ def test_step_3_ranks_by_log_q_and_fills_the_formula_for_the_top_item(expected, 
         item = int(re.search(r"#(\d+)", label).group(1))
         ref = Normal(mu[item], sigma[item]).log_prob(torch.tensor(z, dtype=torch.float64))
         assert penalty.loc["log q(z|x)", label] == pytest.approx(float(ref.sum()), rel=1e-9)
-        assert penalty.loc["−Σ log σ (width)", label] == pytest.approx(-float(torch.log(sigma[item]).sum()), rel=1e-9)
+        width = -float(torch.log(sigma[item]).sum())
+        assert penalty.loc["−Σ log σ (width)", label] == pytest.approx(width, rel=1e-9)
 
     # The 1-D picture: both densities at z are the scipy densities of the items shown, in the dimension shown.
     j = int(at.selectbox(key="w_learn_dim").value)
@@ -172,7 +173,7 @@ def test_step_3_ranks_by_log_q_and_fills_the_formula_for_the_top_item(expected, 
         assert plotly_array(dot["y"])[0] == pytest.approx(stats.norm.pdf(z[j], m, s), rel=1e-5)
 
     # Widgets: another comparison item, another dimension, fewer neighbours.
-    other = [o for o in at.selectbox(key="w_learn_vs").options if int(o.split()[0].strip("#")) != b][0]
+    other = next(o for o in at.selectbox(key="w_learn_vs").options if int(o.split()[0].strip("#")) != b)
     other_item = int(other.split()[0].strip("#"))
     at.selectbox(key="w_learn_vs").set_value(other_item).run()
     assert param(at, "vs") == str(other_item)
@@ -197,7 +198,8 @@ def test_step_4_kl_closed_form_identity_and_overlap_curve(expected, catalog64):
         query = Normal(z, torch.full_like(z, s))
         kl = float(kl_divergence(query, Normal(mu[nb], sigma[nb])).sum())
         assert metric(at, "KL") == pytest.approx(kl, abs=5e-4)
-        assert metric(at, "−log q(z|x)") == pytest.approx(-float(Normal(mu[nb], sigma[nb]).log_prob(z).sum()), abs=5e-4)
+        nll = -float(Normal(mu[nb], sigma[nb]).log_prob(z).sum())
+        assert metric(at, "−log q(z|x)") == pytest.approx(nll, abs=5e-4)
         assert metric(at, "c(s)") == pytest.approx(-float(query.entropy().sum()), abs=5e-4)
         assert metric(at, "Σ s²/2σ²") == pytest.approx(float((s**2 / (2 * sigma[nb] ** 2)).sum()), abs=5e-4)
         (closed,) = [el.value for el in at.latex if r"\mathrm{KL}\big" in el.value]

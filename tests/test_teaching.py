@@ -201,7 +201,7 @@ def test_widest_contrast_is_the_brute_force_argmax():
     _, sigma = catalog(50, 5)
     a, candidates = 3, [3, 10, 20, 30, 40]
     b, j = teaching.widest_contrast(a, candidates, sigma)
-    best = max(((math.log(sigma[c, k] / sigma[a, k]), c, k) for c in candidates if c != a for k in range(5)))
+    best = max((math.log(sigma[c, k] / sigma[a, k]), c, k) for c in candidates if c != a for k in range(5))
     assert (b, j) == (best[1], best[2])
     assert teaching.contrast_dimension(sigma[a], sigma[b]) == int(np.argmax(np.abs(np.log(sigma[a] / sigma[b]))))
     with pytest.raises(ValueError, match="no candidate"):

@@ -79,16 +79,19 @@ def two_gaussians(z: float, grid: np.ndarray, curves: Sequence[tuple[Curve1D, np
     """
     fig = go.Figure()
     for curve, density in curves:
-        fig.add_trace(go.Scatter(x=grid, y=density, mode="lines", name=curve.label, line=dict(color=curve.colour, width=4),
+        fig.add_trace(go.Scatter(x=grid, y=density, mode="lines", name=curve.label,
+                                 line=dict(color=curve.colour, width=4),
                                  fill="tozeroy", opacity=0.35, meta={"mu": curve.mu, "sigma": curve.sigma}))
         height = float(np.exp(curve.log_density_at_z))
         fig.add_trace(go.Scatter(
-            x=[z], y=[height], mode="markers", marker=dict(size=16, color=curve.colour, line=dict(width=2, color="white")),
+            x=[z], y=[height], mode="markers",
+            marker=dict(size=16, color=curve.colour, line=dict(width=2, color="white")),
             showlegend=False, meta={"mu": curve.mu, "at_z": True},
             hovertemplate=f"log N(z; μ, σ²) = {curve.log_density_at_z:.3f}<extra></extra>"))
     for k, (curve, _) in enumerate(curves):
         fig.add_annotation(xref="paper", yref="paper", x=0.99, y=0.97 - 0.1 * k, xanchor="right", showarrow=False,
-                           text=f"log N at z: {curve.log_density_at_z:.2f}", font=dict(size=font + 2, color=curve.colour))
+                           text=f"log N at z: {curve.log_density_at_z:.2f}",
+                           font=dict(size=font + 2, color=curve.colour))
     fig.add_vline(x=z, line=dict(color=QUERY, width=4, dash="dash"), annotation_text=f"query z{dim} = {z:.2f}",
                   annotation_position="top left")
     return _layout(fig, font, 400, title=f"Dimension z{dim}: a narrow and a broad posterior, and the query",
@@ -191,7 +194,8 @@ def uncertainty_map(dims: tuple[int, int], background: np.ndarray, background_la
     for e in ellipses:
         outer = e.r > 1
         fig.add_trace(go.Scatter(
-            x=e.points[:, 0], y=e.points[:, 1], mode="lines", name=f"#{e.item} {CLASS_NAMES[e.label]} · {mass_label(e.r)}",
+            x=e.points[:, 0], y=e.points[:, 1], mode="lines",
+            name=f"#{e.item} {CLASS_NAMES[e.label]} · {mass_label(e.r)}",
             line=dict(color=colour[e.item], width=2 if outer else 3.5, dash="dash" if outer else "solid"),
             legendgroup=f"item{e.item}", showlegend=False,
             meta={"what": "ellipse", "item": e.item, "r": e.r},
@@ -203,7 +207,8 @@ def uncertainty_map(dims: tuple[int, int], background: np.ndarray, background_la
         for rank, (item, e) in enumerate(first.items(), start=1):
             fig.add_trace(go.Scatter(
                 x=[e.centre[0]], y=[e.centre[1]], mode="markers", name=f"{rank}. #{item} {CLASS_NAMES[e.label]}",
-                legendgroup=f"item{item}", marker=dict(size=11, color=colour[item], line=dict(width=1.5, color="white")),
+                legendgroup=f"item{item}",
+                marker=dict(size=11, color=colour[item], line=dict(width=1.5, color="white")),
                 meta={"what": "centre", "item": item}, hovertemplate=f"μ of #{item}<extra></extra>"))
         # Two legend entries that explain the line styles.
         for r, dash in ((1.0, "solid"), (2.0, "dash")):

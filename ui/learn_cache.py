@@ -26,7 +26,7 @@ BACKGROUND = 8000
 
 @dataclass(frozen=True)
 class PriorPicture:
-    """Everything step 5 draws: see :func:`latent.teaching.mu_histogram` and :func:`~latent.teaching.aggregate_density`."""
+    """Everything step 5 draws (see :func:`latent.teaching.mu_histogram` and ``aggregate_density``)."""
 
     edges: np.ndarray  # (B + 1,)
     density: np.ndarray  # (d, B)

@@ -63,7 +63,8 @@ def setup() -> bool:
         st.html(CSS)
         _, right = st.columns([6, 1])
         right.button("Exit presentation", icon=":material/close_fullscreen:", key="btn_present_exit", type="tertiary",
-                     on_click=set_presenting, args=(False,), help="Show the controls again (drops present=1 from the link)")
+                     on_click=set_presenting, args=(False,),
+                     help="Show the controls again (drops present=1 from the link)")
         return True
     if st.session_state.pop(_EXITED, False):
         st.set_page_config(initial_sidebar_state="expanded")
