@@ -33,7 +33,6 @@ W_STEP, W_ITEM, W_CLASS = "w_learn_step", "w_learn_item", "w_learn_class"
 W_VS, W_DIM, W_NB = "w_learn_vs", "w_learn_dim", "w_learn_nb"
 W_DX, W_DY, W_COVER, W_LEVEL = "w_learn_dx", "w_learn_dy", "w_learn_cover", "w_learn_level"
 W_TO = "w_learn_to"
-GEODESIC_FOR = "learn_geodesic_for"  # the end points the user asked a geodesic for
 N_SAMPLES = 8
 N_FRAMES = 10
 
@@ -119,11 +118,13 @@ def random_of_class() -> None:
     state.start_from_random_item_of_class(res, st.session_state[W_CLASS])
 
 
-def sample_strip() -> None:
+def sample_strip() -> np.ndarray:
+    """Draw the decoded samples of q(z|x) as one strip; returns the frames (N_SAMPLES, 28, 28)."""
     frames = decode_images(res.model, samples)  # (N_SAMPLES, 28, 28)
     scale = presentation.size(4, 5)
     st.image(png_bytes(strip(frames, scale=scale, gap=2 * scale)), output_format="PNG",
              caption=f"{N_SAMPLES} samples z = μ + σ ⊙ ε, decoded (ε seed {eps_seed})")
+    return frames
 
 
 # ----------------------------------------------------------------------------- 1. encoding
@@ -145,15 +146,14 @@ def step_encode() -> None:
                 "the pixels vary:")
     s1, s2 = st.columns([4, 1], gap="medium")
     with s1:
-        sample_strip()
+        frames = sample_strip()
     with s2:
-        spread = teaching.pixel_spread(decode_images(res.model, samples))  # (28, 28)
+        spread = teaching.pixel_spread(frames)  # (28, 28)
         top = float(spread.max())
         picture(spread / top if top > 0 else spread, f"Pixel std over the {N_SAMPLES} samples (white = {top:.3f})",
                 112, 140)
     st.caption("Grey dimensions are unused: there μ ≈ 0 and σ ≈ 1, the posterior equals the prior, and the "
-               "decoder "
-               "ignores them. Small σ: the encoder is sure; large σ: many codes fit the image.")
+               "decoder ignores them. Small σ: the encoder is sure; large σ: many codes fit the image.")
 
 
 # ----------------------------------------------------------------------------- 2. reparameterisation
@@ -272,9 +272,11 @@ def step_nearest() -> None:
                                     "−(d/2) log 2π": -t.constant, "log q(z|x)": t.total}
         st.dataframe(pd.DataFrame(table).style.format(precision=3), key="learn_penalty")
         gap = float(np.log(cat.sigma[b, j] / cat.sigma[a, j]))
-        st.markdown(f"In z{j} the broader posterior's peak is lower by log(σ_B/σ_A) = **{gap:.2f}** nats: a broad "
-                    "posterior spreads its density thin, and pays **−Σ log σ**. It wins only when z is far from "
-                    "the narrow posterior in units of *that* posterior's σ (the distance row).")
+        broad, narrow = (b, a) if gap >= 0 else (a, b)
+        st.markdown(f"In z{j}, #{broad}'s posterior is {np.exp(abs(gap)):.2f}× as broad as #{narrow}'s, so its peak "
+                    f"is lower by **{abs(gap):.2f}** nats. A broad posterior spreads its density thin and pays "
+                    "**−Σ log σ**; it wins only when z is far from the narrow posterior in units of *that* "
+                    "posterior's σ (the distance row).")
 
 
 # ----------------------------------------------------------------------------- 4. KL
@@ -433,8 +435,7 @@ def step_interpolate() -> None:
         st.image(png_bytes(strip(line.frames, scale=scale, gap=2 * scale)), output_format="PNG",
                  caption=f"Straight line z(t) = (1 − t) z + t μ, t = 0 … 1 · decoded path length "
                          f"{line.length:.2f}")
-        pair = (tuple(float(v) for v in z), tuple(float(v) for v in zb))
-        if st.session_state.get(GEODESIC_FOR) == pair:
+        if state.extra("geo"):
             geo = learn_cache.geodesic(res, z, zb, N_FRAMES)
             st.image(png_bytes(strip(geo.frames, scale=scale, gap=2 * scale)), output_format="PNG",
                      caption=f"Geodesic under the decoder · decoded path length {geo.length:.2f} "
@@ -443,7 +444,8 @@ def step_interpolate() -> None:
                        "minimising the summed squared pixel change between frames.")
         else:
             st.button("Compute the geodesic beside it (about a second)", icon=":material/route:",
-                      key="btn_geodesic", on_click=lambda: st.session_state.__setitem__(GEODESIC_FOR, pair))
+                      key="btn_geodesic", on_click=state.set_extra, args=("geo", True),
+                      help="Minimises the decoded path's energy with L-BFGS; the link remembers it (geo=1).")
         if not presenting:
             st.download_button("Frames (PNG)", png_bytes(strip(line.frames, scale=4, gap=8)),
                                file_name="latent-explorer-interpolation.png", mime="image/png",

@@ -325,6 +325,7 @@ def test_step_7_straight_frames_are_decoded_along_the_line_and_the_geodesic_keep
     # The geodesic, on request: its strip starts and ends on the same garments as the straight one.
     assert not captions_with(at, "^Geodesic")
     at.button(key="btn_geodesic").click().run()
+    assert param(at, "geo") == "1"
     (caption, geo_url), = captions_with(at, "^Geodesic")
     (_, line_url), = captions_with(at, "^Straight line")
     geo, line = media.pixels(geo_url), media.pixels(line_url)

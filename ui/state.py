@@ -86,6 +86,7 @@ LEARN_FIELDS = (
     index_pair_field("dims", help="the two latent dimensions of the uncertainty map (Learn)"),
     choice_field("level", COVER_LEVELS, "0.95", help="the coverage level of the uncertainty map (Learn)"),
     bool_field("cover", help="show which posteriors cover z on the uncertainty map (Learn)"),
+    bool_field("geo", help="show the decoder geodesic beside the straight interpolation (Learn)"),
 )
 
 
