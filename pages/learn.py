@@ -343,7 +343,7 @@ def step_prior() -> None:
 
 # ----------------------------------------------------------------------------- 6. uncertainty map
 def step_uncertainty() -> None:
-    dims = state.extra("dims") or default_dims()
+    dims = state.extra("axes") or default_dims()
     level = float(state.extra("level"))
     cover = bool(state.extra("cover"))
     if not presenting:
@@ -396,10 +396,10 @@ def step_uncertainty() -> None:
 def set_dims() -> None:
     """Both axes from their widgets; moving one axis onto the other swaps them, so they always differ."""
     i, j = int(st.session_state[W_DX]), int(st.session_state[W_DY])
-    old_i, old_j = state.extra("dims") or default_dims()
+    old_i, old_j = state.extra("axes") or default_dims()
     if i == j:
         i, j = (i, old_i) if i != old_i else (old_j, j)
-    state.set_extra("dims", (i, j))
+    state.set_extra("axes", (i, j))
 
 
 def default_dims() -> tuple[int, int]:

@@ -258,7 +258,7 @@ def test_step_5_histograms_aggregate_and_prior_are_the_catalogs(expected, catalo
 
 
 def test_step_6_ellipses_are_the_encoders_sigma_and_coverage_is_the_chi2_test(expected, catalog64):
-    at = new_app(PAGE, z=Z_TEXT, step="uncertainty", dims="2,5", k="4").run()
+    at = new_app(PAGE, z=Z_TEXT, step="uncertainty", axes="2,5", k="4").run()
     assert not at.exception
     z = query_z(at)
     top = loglik_ranking(catalog64, z, 4)
@@ -293,7 +293,7 @@ def test_step_6_ellipses_are_the_encoders_sigma_and_coverage_is_the_chi2_test(ex
 
     # Choosing the x axis equal to the y axis swaps them.
     at.selectbox(key="w_learn_dx").set_value(5).run()
-    assert param(at, "dims") == "5,2"
+    assert param(at, "axes") == "5,2"
 
 
 # ----------------------------------------------------------------------------- 7. interpolation
@@ -347,9 +347,9 @@ def test_navigation_walks_the_steps_and_keeps_them_in_the_link():
     assert not [b for b in at.button if b.key == "btn_learn_next"]
     at.button(key="btn_learn_prev").click().run()
     assert param(at, "step") == "uncertainty"
-    bad = new_app(PAGE, step="nowhere", dims="3,3").run()
-    assert param(bad, "step") is None and param(bad, "dims") is None
-    assert "unknown step 'nowhere'" in bad.warning[0].value and "dims='3,3'" in bad.warning[0].value
+    bad = new_app(PAGE, step="nowhere", axes="3,3").run()
+    assert param(bad, "step") is None and param(bad, "axes") is None
+    assert "unknown step 'nowhere'" in bad.warning[0].value and "axes='3,3'" in bad.warning[0].value
 
 
 def test_decoded_images_in_the_sidebar_and_step_3_are_the_decoder_mean(expected, media):

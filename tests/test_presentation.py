@@ -22,7 +22,7 @@ def controls(at) -> list[str]:
 
 
 @pytest.mark.parametrize("page, extra", [
-    ("pages/learn.py", {"step": "uncertainty", "dims": "0,2", "cover": "1", "level": "0.9"}),
+    ("pages/learn.py", {"step": "uncertainty", "axes": "0,2", "cover": "1", "level": "0.9"}),
     ("pages/explore.py", {"k": "5", "s": "0.1"}),
     ("pages/compare.py", {"k": "4"}),
 ])

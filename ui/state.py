@@ -12,6 +12,7 @@ reopens exactly the same view (the schema lives in :mod:`latent.urlstate`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -20,6 +21,7 @@ from latent.scores import SCORES
 from latent.urlstate import (
     CORE_SCHEMA,
     SEED_LIMIT,
+    FieldSpec,
     QueryState,
     UrlSchema,
     bool_field,
@@ -60,7 +62,7 @@ def schema() -> UrlSchema:
     return _extended(CORE_SCHEMA, PRESENTATION_FIELDS + LEARN_FIELDS)
 
 
-def _extended(base: UrlSchema, fields: Iterable) -> UrlSchema:
+def _extended(base: UrlSchema, fields: Iterable[FieldSpec]) -> UrlSchema:
     for spec in fields:
         base = base.with_field(spec)
     return base
@@ -83,19 +85,19 @@ LEARN_FIELDS = (
     int_field("dim", 0, lambda ctx: ctx.latent_dim - 1, help="the dimension of the 1-D picture (Learn)"),
     int_field("nb", 0, lambda ctx: ctx.n_items - 1, help="the neighbour the KL is computed against (Learn)"),
     int_field("to", 0, lambda ctx: ctx.n_items - 1, help="the item the interpolation ends at (Learn)"),
-    index_pair_field("dims", help="the two latent dimensions of the uncertainty map (Learn)"),
+    index_pair_field("axes", help="the two latent dimensions of the uncertainty map (Learn)"),
     choice_field("level", COVER_LEVELS, "0.95", help="the coverage level of the uncertainty map (Learn)"),
     bool_field("cover", help="show which posteriors cover z on the uncertainty map (Learn)"),
     bool_field("geo", help="show the decoder geodesic beside the straight interpolation (Learn)"),
 )
 
 
-def extra(name: str):
+def extra(name: str) -> Any:
     """The value of a registered URL key other than the core ones (see :data:`LEARN_FIELDS`)."""
     return query().extras.get(name)
 
 
-def set_extra(name: str, value) -> None:
+def set_extra(name: str, value: Any) -> None:
     """Set a registered URL key in the query (from a callback, or before the widgets that show it)."""
     st.session_state[QUERY] = query().with_extra(name, value)
 
