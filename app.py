@@ -1,18 +1,10 @@
 """Latent Explorer: the Streamlit entry point (``streamlit run app.py``).
 
-It only sets up the page and the navigation; each page lives in ``pages/`` and composes calls to
-the ``latent`` library with widgets (shared Streamlit glue lives in ``ui/``).
+It only sets up the page and the navigation (``ui/navigation.py``); each page lives in ``pages/``
+and composes calls to the ``latent`` library with widgets (Streamlit glue shared by pages is in
+``ui/``).
 """
 
-import streamlit as st
+from ui.navigation import run_app
 
-st.set_page_config(page_title="Latent Explorer", page_icon=":material/apparel:", layout="wide")
-
-PAGES = [
-    st.Page("pages/explore.py", title="Explore", icon=":material/tune:", default=True),
-    st.Page("pages/atlas.py", title="Atlas", icon=":material/map:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-    st.Page("pages/model.py", title="Model", icon=":material/memory:"),
-    st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
-]
-st.navigation(PAGES).run()
+run_app()

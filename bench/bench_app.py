@@ -108,6 +108,7 @@ async def slider_latencies(url: str, sessions: int, moves: int) -> list[float]:
             page.set_default_timeout(120_000)
             await page.goto(f"{url}/?z=0,0,0,0,0,0,0,0,0,0&k=8")
             await page.wait_for_function("() => location.search.includes('score=')")
+            await page.wait_for_function(f"() => {{ const e = {DECODED}; return e && e.querySelector('img'); }}")
             pages.append(page)
 
         async def drive(page) -> list[float]:

@@ -10,6 +10,9 @@ from latent.render import png_bytes
 from latent.scores import SCORES
 from ui import presentation, state
 from ui.resources import get_index, get_map, get_resources
+from ui.navigation import require_app
+
+require_app()
 
 #: Paul Tol's colour-blind-safe "muted" scheme, plus dark grey; marker shapes repeat the class.
 CLASS_COLOURS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE",

@@ -10,6 +10,9 @@ from latent.render import png_bytes, strip
 from latent.scores import SCORES
 from ui import presentation, state
 from ui.resources import get_index, get_resources
+from ui.navigation import require_app
+
+require_app()
 
 res = get_resources()
 index = get_index(res)

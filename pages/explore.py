@@ -10,6 +10,9 @@ from latent.render import png_bytes, sheet
 from latent.scores import SCORES
 from ui import presentation, state
 from ui.resources import active_dimensions, get_index, get_resources
+from ui.navigation import require_app
+
+require_app()
 
 #: Headings of the three galleries.
 GALLERY_TITLES = {"likelihood": "Log-likelihood log q(z|x)", "euclidean": "Euclidean ‖z − μ(x)‖",

@@ -18,6 +18,9 @@ from latent.render import png_bytes, strip
 from latent.scores import default_spread
 from ui import figures, learn_cache, presentation, state
 from ui.resources import active_dimensions, get_index, get_resources
+from ui.navigation import require_app
+
+require_app()
 
 TITLES = {
     "encode": "Encoding: an item becomes a Gaussian",

@@ -7,6 +7,9 @@ import streamlit as st
 from latent.catalog import kl_per_dimension
 from latent.data import CLASS_NAMES
 from ui.resources import get_resources
+from ui.navigation import require_app
+
+require_app()
 
 res = get_resources()
 cfg = res.model.config

@@ -65,3 +65,12 @@ def test_explore_shows_a_larger_garment_when_presenting(expected, monkeypatch):
     normal = new_app("pages/explore.py", z=z).run()
     (_, url), = captions_with(normal, "Decoded garment")
     assert media.pixels(url).shape == (336, 336)
+
+
+def test_cartography_keeps_its_keys_and_hides_the_sidebar_when_presenting():
+    at = new_app("pages/cartography.py", present="1", dims="0,2", measure="bernoulli_kl").run()
+    assert not at.exception and not at.warning
+    link = params(at)
+    assert (link["present"], link["dims"], link["measure"]) == ("1", "0,2", "bernoulli_kl")
+    styles = [h.proto.body for h in at.get("html")]
+    assert any('[data-testid="stSidebar"]' in css and "display: none" in css for css in styles)

@@ -59,7 +59,16 @@ def slider_key(j: int) -> str:
 
 def schema() -> UrlSchema:
     """The URL schema of this app (later pages register their keys here)."""
-    return _extended(CORE_SCHEMA, PRESENTATION_FIELDS + LEARN_FIELDS)
+    return _extended(_cartography_fields(CORE_SCHEMA), PRESENTATION_FIELDS + LEARN_FIELDS)
+
+
+def _cartography_fields(base: UrlSchema) -> UrlSchema:
+    """``base`` plus the Cartography page's keys (measure, span, dims, via, extent, grid, target, view)."""
+    from latent.cartography import url_fields
+
+    for spec in url_fields():
+        base = base.with_field(spec)
+    return base
 
 
 def _extended(base: UrlSchema, fields: Iterable[FieldSpec]) -> UrlSchema:

@@ -108,8 +108,10 @@ def test_atlas_shows_the_map_and_a_click_sets_the_query(server, page, real_data)
 
     # Explore follows: the sliders now hold that item's mean.
     page.locator('[data-testid="stSidebarNav"] a', has_text="Explore").click()
-    wait_idle(page)
     page.get_by_text(f"Item #{item}").wait_for(state="visible")
+    page.wait_for_function(
+        "item => { const p = new URLSearchParams(location.search); return p.get('item') === item && p.has('z'); }",
+        arg=str(item), timeout=60_000)
     from tests.apptest_support import load_expected
 
     mu = load_expected(real_data).catalog.mu[item]
@@ -123,3 +125,23 @@ def test_compare_page_renders(server, page):
     page.get_by_text("How much do the rankings agree?").wait_for(state="visible")
     assert page.locator(".js-plotly-plot").count() == 3
     save_screenshot(page, "compare")
+
+
+def test_a_deep_link_is_the_first_request_to_a_fresh_server(page, real_data_dir, tmp_path):
+    """Shared links must work even when nobody has opened the app's root on this server yet."""
+    from tests.e2e.conftest import free_port, start_server, wait_healthy
+
+    port = free_port()
+    process = start_server(port, log=tmp_path / "streamlit.log")
+    try:
+        wait_healthy(port, process)
+        page.goto(f"http://127.0.0.1:{port}/compare?z=1,0,0,0,0,0,0,0,0,0&k=5")
+        wait_idle(page)
+        page.get_by_text("Compare the scores").wait_for(state="visible")
+        nav = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+        assert [text.strip().split("\n")[-1] for text in nav] == ["Explore", "Atlas", "Compare", "Cartography", "Model"]
+        assert url_params(page)["k"] == "5" and url_params(page)["z"].startswith("1,")
+        assert "Compare" in page.title()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

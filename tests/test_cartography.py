@@ -1,0 +1,286 @@
+"""Tests of latent/cartography.py: the Cartography page's URL keys, slices, maps, rankings and cartograms.
+
+References are analytic decoders (a linear map has G = A^T A everywhere, so MF_2 = sqrt(det(B^T A^T A B)) in
+every cell, for the grid estimate as well as for the JVPs), brute-force sorting, and the shoelace formula.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latent.cartogram import cell_areas
+from latent.cartography import (
+    EXTENTS,
+    block_areas,
+    build_slice,
+    carry,
+    curve_frames,
+    frame_indices,
+    graph_stretch,
+    grid_lines,
+    magnification_map,
+    map_cartogram,
+    most_active,
+    parse_extent,
+    ranks_of,
+    slice_cartogram,
+    slice_thumbnails,
+    thumbnail_mosaic,
+    thumbnail_slice,
+    top_k,
+    url_fields,
+)
+from latent.geodesic import LatentGraph
+from latent.geometry import Decoder, axis_slice, decode_means
+from latent.urlstate import CORE_SCHEMA, parse_query_params, to_query_params
+from tests.geometry_oracles import linear
+
+D = 10
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
+
+def schema():
+    out = CORE_SCHEMA
+    for spec in url_fields():
+        out = out.with_field(spec)
+    return out
+
+
+def parse(params):
+    return parse_query_params(params, latent_dim=D, bound=5.0, score_names=("likelihood",), n_items=100, k_max=50,
+                              schema=schema())
+
+
+def image_decoder(scale: float = 1.0) -> Decoder:
+    """f(z) = a smooth 28 x 28 'image' (784 outputs) depending on z: for shape checks of the thumbnails."""
+    W = torch.tensor(np.random.default_rng(5).standard_normal((784, D)) * 0.1)
+    return Decoder(lambda z: torch.sigmoid(scale * (z @ W.T)), D)
+
+
+# --------------------------------------------------------------------------- URL keys
+
+
+def test_url_keys_default_to_nothing_and_round_trip():
+    state, warnings = parse({})
+    assert warnings == []
+    assert dict(state.extras) == {"measure": "l2", "span": "dims", "dims": None, "via": None, "extent": "auto",
+                                  "grid": "32", "target": None, "view": "slice"}
+    assert set(to_query_params(state, schema=schema())) == {"z", "score", "k"}  # defaults stay out of the link
+    link = {"measure": "bernoulli_kl", "span": "neighbours", "dims": "7,2", "via": "99,0", "extent": "1.5",
+            "grid": "64", "target": "42", "view": "map"}
+    state, warnings = parse(link)
+    assert warnings == []
+    assert state.extras["dims"] == (7, 2) and state.extras["via"] == (99, 0) and state.extras["target"] == 42
+    params = to_query_params(state, schema=schema())
+    assert {k: params[k] for k in link} == link
+
+
+@pytest.mark.parametrize("key, raw, phrase", [
+    ("dims", "3,3", "two different latent dimensions"),
+    ("dims", "3", "two different latent dimensions"),
+    ("dims", "0,10", "in 0..9"),
+    ("dims", "a,b", "two different latent dimensions"),
+    ("via", "5", "2 different item numbers"),
+    ("via", "5,5", "2 different item numbers"),
+    ("via", "5,100", "in 0..99"),
+    ("target", "-1", "one item number"),
+    ("target", "1.5", "one item number"),
+    ("target", "7,8", "one item number"),
+    ("measure", "kll", "choose one of: l2, bernoulli_kl"),
+    ("span", "axes", "choose one of: dims, neighbours"),
+    ("extent", "2.5", "choose one of"),
+    ("grid", "48", "choose one of: 32, 64"),
+    ("view", "globe", "choose one of: slice, map"),
+])
+def test_bad_values_warn_and_fall_back_to_the_default(key, raw, phrase):
+    state, warnings = parse({key: raw})
+    defaults, _ = parse({})
+    assert len(warnings) == 1 and key in warnings[0] and phrase in warnings[0], warnings
+    assert state.extras[key] == defaults.extras[key]
+    assert key not in to_query_params(state, schema=schema())
+
+
+# --------------------------------------------------------------------------- slices
+
+
+def test_most_active_orders_by_kl_and_breaks_ties_by_index():
+    assert most_active([0.1, 2.0, 0.5, 2.0, 0.0]) == (1, 3)
+    assert most_active([0.0, 0.0, 0.0], 3) == (0, 1, 2)
+    with pytest.raises(ValueError):
+        most_active([1.0], 2)
+
+
+def test_extent_choices():
+    assert parse_extent("auto") is None
+    assert [parse_extent(e) for e in EXTENTS[1:]] == [float(e) for e in EXTENTS[1:]]
+    with pytest.raises(ValueError, match="choose one of"):
+        parse_extent("7")
+
+
+def test_dims_slice_is_the_axis_slice_through_z():
+    z = np.linspace(-1, 1, D)
+    sl = build_slice(z, span="dims", dims=(4, 1), resolution=5)
+    ref = axis_slice(z, 4, 1, extent=3.0, resolution=5)
+    np.testing.assert_array_equal(sl.nodes(), ref.nodes())
+    assert build_slice(z, span="dims", dims=(4, 1), extent=1.5).extent == (-1.5, 1.5, -1.5, 1.5)
+
+
+def test_neighbour_slice_contains_both_items_and_is_orthonormal():
+    rng = np.random.default_rng(0)
+    z, za, zb = rng.standard_normal((3, D))
+    sl = build_slice(z, span="neighbours", via=(za, zb), resolution=9)
+    assert sl.u @ sl.v == pytest.approx(0, abs=1e-12)
+    assert np.linalg.norm(sl.u) == pytest.approx(1) and np.linalg.norm(sl.v) == pytest.approx(1)
+    for p in (za, zb):  # each item lies in the plane: projecting and mapping back recovers it
+        np.testing.assert_allclose(sl.to_latent(sl.project(p[None])), p[None], atol=1e-12)
+        assert np.all(np.abs(sl.project(p[None])) <= sl.extent[1] + 1e-12)  # inside the auto window
+    with pytest.raises(ValueError, match="collinear"):
+        build_slice(z, span="neighbours", via=(z + 1.0, z + 2.0))
+    with pytest.raises(ValueError, match="span"):
+        build_slice(z, span="diagonal")
+
+
+# --------------------------------------------------------------------------- magnification
+
+
+@pytest.mark.parametrize("span", ["dims", "neighbours"])
+def test_magnification_of_a_linear_decoder_is_exact_for_both_methods(span):
+    decoder, A = linear(D, seed=3)
+    rng = np.random.default_rng(1)
+    z, za, zb = rng.standard_normal((3, D))
+    sl = build_slice(z, span=span, dims=(2, 6), via=(za, zb), resolution=6)
+    B = np.stack([sl.u, sl.v], axis=1)  # (d, 2)
+    expected = 0.5 * np.log(np.linalg.det(B.T @ A.T @ A @ B))
+    for method in ("grid", "exact"):
+        mag = magnification_map(decoder, sl, "l2", method)
+        assert mag.log_mf.shape == (5, 5) and mag.method == method
+        np.testing.assert_allclose(mag.log_mf, expected, rtol=1e-9)
+        np.testing.assert_allclose(mag.mf, np.exp(expected), rtol=1e-9)
+    np.testing.assert_allclose(mag.s_centres, 0.5 * (sl.s[1:] + sl.s[:-1]))
+    with pytest.raises(ValueError, match="grid, exact"):
+        magnification_map(decoder, sl, "l2", "jvp")
+
+
+def test_a_flat_decoder_gives_nan_not_minus_infinity():
+    decoder = Decoder(lambda z: torch.zeros(len(z), 784, dtype=z.dtype) + 0 * z[:, :1], D)
+    mag = magnification_map(decoder, axis_slice(np.zeros(D), 0, 1, resolution=3), "l2", "grid")
+    assert np.isnan(mag.log_mf).all() and (mag.mf == 0).all()
+
+
+def test_thumbnails_sit_at_the_centres_of_an_even_tiling():
+    sl = axis_slice(np.zeros(D), 0, 1, extent=2.0, resolution=32)
+    tiles = thumbnail_slice(sl, 4)
+    np.testing.assert_allclose(tiles.s, [-1.5, -0.5, 0.5, 1.5])
+    np.testing.assert_allclose(tiles.t, [-1.5, -0.5, 0.5, 1.5])
+    decoder = image_decoder()
+    thumbs = slice_thumbnails(decoder, sl, 4)
+    assert thumbs.shape == (4, 4, 28, 28)
+    np.testing.assert_array_equal(thumbs[1, 3], decode_means(decoder, tiles.nodes()[1, 3][None]).reshape(28, 28))
+
+
+def test_mosaic_puts_the_highest_t_on_top():
+    images = np.zeros((2, 3, 2, 2))
+    for r in range(2):
+        for c in range(3):
+            images[r, c] = 10 * r + c
+    m = thumbnail_mosaic(images, gap=1, background=-1)
+    assert m.shape == (2 * 2 + 1, 3 * 2 + 2)
+    assert m[0, 0] == 10 and m[0, 3] == 11 and m[3, 0] == 0 and m[4, 7] == 2  # top row: t index 1
+    assert m[2, 0] == -1 and m[0, 2] == -1  # the gaps
+
+
+# --------------------------------------------------------------------------- curves and rankings
+
+
+def test_frame_indices_include_both_ends():
+    np.testing.assert_array_equal(frame_indices(32, 10), [0, 3, 7, 10, 14, 17, 21, 24, 28, 31])
+    np.testing.assert_array_equal(frame_indices(3, 10), [0, 1, 2])
+    decoder = image_decoder()
+    curve = np.linspace(np.zeros(D), np.ones(D), 32)
+    frames = curve_frames(decoder, curve, 10)
+    assert frames.shape == (10, 28, 28)
+    np.testing.assert_array_equal(frames[-1], decode_means(decoder, curve[-1:]).reshape(28, 28))
+
+
+def test_top_k_and_ranks_agree_with_brute_force_sorting():
+    rng = np.random.default_rng(2)
+    values = rng.integers(0, 20, 200).astype(float)  # many ties
+    values[[5, 17]] = np.inf  # unreachable items never make the top
+    items, vals = top_k(values, 30)
+    order = sorted(range(200), key=lambda i: (values[i], i))
+    assert items.tolist() == order[:30]
+    np.testing.assert_array_equal(vals, values[items])
+    assert ranks_of(values, items, higher_is_nearer=False).tolist() == list(range(1, 31))
+    down = sorted(range(200), key=lambda i: (-values[i], i))
+    assert ranks_of(values, down[:7], higher_is_nearer=True).tolist() == list(range(1, 8))
+    assert top_k(np.full(4, np.inf), 3)[0].size == 0
+
+
+def test_graph_stretch_of_a_scaled_identity_is_the_scale():
+    means = np.random.default_rng(3).standard_normal((300, D))
+    c = 2.5
+    decoder = Decoder(lambda z: c * torch.cat([z, torch.zeros(len(z), 774, dtype=z.dtype)], 1), D)
+    graph = LatentGraph(k=6, prune_quantile=None).fit(decoder, means)
+    np.testing.assert_allclose(graph_stretch(graph), c, rtol=1e-9)
+    with pytest.raises(ValueError, match="not fitted"):
+        graph_stretch(LatentGraph())
+
+
+# --------------------------------------------------------------------------- cartograms
+
+
+def test_a_uniform_magnification_leaves_the_slice_unchanged():
+    decoder, _ = linear(D, seed=4)
+    sl = axis_slice(np.zeros(D), 0, 1, extent=2.0, resolution=9)
+    cart = slice_cartogram(magnification_map(decoder, sl, "l2"), sl, cells=16)
+    assert cart.extent == (-2.0, 2.0, -2.0, 2.0)
+    gx, gy = np.meshgrid(np.linspace(-2, 2, 17), np.linspace(-2, 2, 17))
+    np.testing.assert_allclose(cart.corners, np.stack([gx, gy], -1), atol=1e-9)
+    p = np.array([[0.3, -1.2], [5.0, 0.0], [np.nan, 0.0]])
+    out = carry(cart, p)
+    np.testing.assert_allclose(out[0], p[0], atol=1e-9)
+    assert np.isnan(out[1:]).all()  # outside the window, or not a point: a gap
+
+
+def test_stretched_tiles_follow_the_magnification_and_keep_the_total_area():
+    # A decoder that changes fast for z0 > 0 and slowly for z0 < 0: the right half must grow.
+    def f(z):
+        s = torch.where(z[:, :1] > 0, 3.0 * z[:, :1], z[:, :1])
+        return torch.cat([s, z[:, 1:2], torch.zeros(len(z), 782, dtype=z.dtype)], 1)
+
+    decoder = Decoder(f, D)
+    sl = axis_slice(np.zeros(D), 0, 1, extent=2.0, resolution=33)
+    cart = slice_cartogram(magnification_map(decoder, sl, "l2"), sl, cells=32)
+    centres, areas = block_areas(cart, sl, 4)
+    assert areas.sum() == pytest.approx(16.0, rel=1e-9)  # the frame is fixed
+    assert areas[:, 2:].sum() > 1.3 * areas[:, :2].sum()
+    assert (areas > 0).all()
+    assert centres[0, 3, 0] > centres[0, 2, 0] > centres[0, 1, 0]
+    np.testing.assert_allclose(cell_areas(cart.corners).sum(), 16.0, rtol=1e-9)
+
+
+def test_map_cartogram_carries_every_point_inside_its_frame():
+    rng = np.random.default_rng(4)
+    pts = rng.standard_normal((500, 2))
+    cart = map_cartogram(pts, np.where(pts[:, 0] > 0, 4.0, 1.0), cells=16)
+    moved = cart.map_points(pts)
+    x0, x1, y0, y1 = cart.extent
+    assert np.all((moved[:, 0] >= x0) & (moved[:, 0] <= x1) & (moved[:, 1] >= y0) & (moved[:, 1] <= y1))
+    # The heavier right half takes more room: the border between the halves moves left, and the right half's
+    # points spread further apart than the left half's.
+    border = np.abs(pts[:, 0]) < 0.1
+    assert np.median(moved[border, 0]) < np.median(pts[border, 0]) - 0.1
+    right, left = pts[:, 0] > 0, pts[:, 0] <= 0
+    assert moved[right, 0].std() / moved[left, 0].std() > 1.2 * pts[right, 0].std() / pts[left, 0].std()
+
+
+def test_grid_lines_draw_every_nth_row_and_column_and_the_frame():
+    corners = np.stack(np.meshgrid(np.arange(6.0), np.arange(4.0)), -1)  # (4, 6, 2)
+    xs, ys = grid_lines(corners, every=2)
+    assert xs.count(None) == ys.count(None) == 3 + 4  # rows 0, 2, 3; columns 0, 2, 4, 5
+    assert len(xs) == 3 * (6 + 1) + 4 * (4 + 1)
+    assert xs[:6] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and ys[:6] == [0.0] * 6
+    with pytest.raises(ValueError):
+        grid_lines(corners[..., 0])
