@@ -11,17 +11,9 @@ from tests.e2e.test_browser import wait_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ORIGIN = "z=0,0,0,0,0,0,0,0,0,0"
-
 
 def open_view(page, server: str, path: str) -> None:
-    """Open a link the way a user does. A fresh server must first run the entry page once: until some session
-    has called ``st.navigation``, Streamlit treats ``pages/`` as a v1 multipage folder and a deep link would
-    open without the app's navigation and layout."""
-    if not getattr(page, "_latent_entered", False):
-        page.goto(f"{server}/?{ORIGIN}")
-        wait_idle(page)
-        page._latent_entered = True
+    """Open a link the way a user does, and wait for the run to finish."""
     page.goto(f"{server}/{path}")
     wait_idle(page)
 
