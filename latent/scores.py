@@ -293,7 +293,8 @@ def _build_registry() -> dict[str, Score]:
             "kl",
             False,
             True,
-            r"\mathrm{KL}\left(\mathcal{N}(z, s^2) \,\|\, q(z \mid x)\right) = \sum_{j=1}^{d} \left[ \log\frac{\sigma_j}{s_j}"
+            r"\mathrm{KL}\left(\mathcal{N}(z, s^2) \,\|\, q(z \mid x)\right)"
+            r" = \sum_{j=1}^{d} \left[ \log\frac{\sigma_j}{s_j}"
             r" + \frac{s_j^2 + (z_j - \mu_j)^2}{2\sigma_j^2} - \frac{1}{2} \right]",
             "How badly the item's posterior explains a fuzzy query N(z, s^2); tends to likelihood as s -> 0.",
         ),
@@ -301,7 +302,8 @@ def _build_registry() -> dict[str, Score]:
             "kl_reverse",
             False,
             True,
-            r"\mathrm{KL}\left(q(z \mid x) \,\|\, \mathcal{N}(z, s^2)\right) = \sum_{j=1}^{d} \left[ \log\frac{s_j}{\sigma_j}"
+            r"\mathrm{KL}\left(q(z \mid x) \,\|\, \mathcal{N}(z, s^2)\right)"
+            r" = \sum_{j=1}^{d} \left[ \log\frac{s_j}{\sigma_j}"
             r" + \frac{\sigma_j^2 + (\mu_j - z_j)^2}{2 s_j^2} - \frac{1}{2} \right]",
             "How badly a fuzzy query N(z, s^2) explains the item's posterior; penalises broad items.",
         ),

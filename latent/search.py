@@ -45,8 +45,11 @@ Exactness
 ---------
 Per query the index computes all keys in float32 with one matrix-vector product over the contiguous
 feature matrix (stored transposed, (m, N), so the product streams it), picks an over-fetched candidate
-set from it (the top blocks of ``block_size`` items by their maximum key, then the best keys among
-them), and rescores the candidates in float64 with the same kernel as ``fn``. The float32 key of item i
+set from it, and rescores the candidates in float64 with the same kernel as ``fn``. The candidates come
+from a partial sort of the maxima of groups of ``block_size`` items rather than of all N keys (item i
+is in group i mod (N_pad / block_size), so that all maxima come from one vectorised pass): with kappa
+the (k + 8)-th largest group maximum, every key outside the best k + 8 groups is at most kappa, and the
+candidates are the keys above kappa inside them (about k + 8 items). The float32 key of item i
 differs from the exact psi . phi by at most
 
     E_i = 2 (m + 3) u / (1 - (m + 3) u) * sum_j |psi_ij| |phi_j| + eta,     u = 2^-24,
@@ -54,13 +57,13 @@ differs from the exact psi . phi by at most
 (rounding psi and phi to float32, then any summation order, with or without FMA; the factor 2 also
 covers the float64 errors of building psi and of ``fn`` itself, which are 2^29 times smaller, and eta
 covers float32 underflow). The sum is bounded per item by Cauchy-Schwarz over the feature blocks,
-sum_b ||psi_i,b||_2 ||phi_b||_2, precomputed per item, per block of items and for the whole catalog.
+sum_b ||psi_i,b||_2 ||phi_b||_2, precomputed per item, per group of items and for the whole catalog.
 After rescoring, tau is the k-th best float64 value among the candidates; it is turned into a key
 threshold t (with a float64 slack) such that any item whose exact key is below t is strictly worse
 than tau. Every item outside the candidates has a float32 key no higher than a known kappa (the best
 key left out), so if kappa + E_max < t no left-out item can enter the top k, even on a tie. Otherwise
 the candidate set is widened to every item whose own bound key_i + E_i reaches t (found through the
-per-block bounds, then per item) and rescored; that set provably contains the top k. Features too large
+per-group bounds, then per item) and rescored; that set provably contains the top k. Features too large
 for float32 fall back to float64 brute force, which is exact by definition.
 
 Thread safety: after ``fit`` the index is only read, except for a small lock-protected cache of
@@ -94,7 +97,15 @@ from latent.scores import (
 BACKENDS: tuple[str, ...] = ("torch", "faiss")
 
 #: Scores searched through a linear feature map with spread-independent features.
-LINEAR_SCORES: tuple[str, ...] = ("likelihood", "kl", "mahalanobis", "kl_reverse", "jeffreys", "wasserstein2", "euclidean")
+LINEAR_SCORES: tuple[str, ...] = (
+    "likelihood",
+    "kl",
+    "mahalanobis",
+    "kl_reverse",
+    "jeffreys",
+    "wasserstein2",
+    "euclidean",
+)
 
 _U32 = 2.0**-24  # float32 unit roundoff
 _U64 = 2.0**-53  # float64 unit roundoff
@@ -102,6 +113,8 @@ _FLOAT32_SAFE = 1e30  # features or keys beyond this could overflow float32: use
 _SPREAD_CACHE_SIZE = 4  # bhattacharyya feature matrices kept, by spread
 _EXTRA_BLOCKS = 8  # blocks gathered beyond k, so the left-out maximum is usually well below the k-th key
 _EXTRA_CANDIDATES = 24  # candidates rescored beyond k
+_QUERY_CHUNK = 8  # queries per matrix product in batches: their keys (8 x N) stay in cache
+_PAD_KEY = -1e38  # constant feature of padding items: below any real key, and still finite in float32
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -169,14 +182,14 @@ def item_features(
     """
     mu_array, sigma_array = check_catalog(mu, sigma)
     d = mu_array.shape[1]
-    centre = np.zeros(d) if center is None else check_query(center, d)
-    spread_centre = np.zeros(d) if spread_center is None else check_query(spread_center, d)
+    center_array = np.zeros(d) if center is None else check_query(center, d)
+    spread_center = np.zeros(d) if spread_center is None else check_query(spread_center, d)
     if name not in _FORMS:
         raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
     spread = None
     if _FORMS[name].spread_features:
         spread = default_spread(sigma_array) if s is None else np.broadcast_to(check_spread(s, d), (d,))
-    return _item_features(name, mu_array - centre, sigma_array, np.log(sigma_array), spread_centre, spread).psi
+    return _item_features(name, mu_array - center_array, sigma_array, np.log(sigma_array), spread_center, spread).psi
 
 
 def _item_features(
@@ -184,7 +197,7 @@ def _item_features(
     m: np.ndarray,
     sigma: np.ndarray,
     log_sigma: np.ndarray,
-    spread_centre: np.ndarray,
+    spread_center: np.ndarray,
     s: np.ndarray | None,
 ) -> _ItemFeatures:
     """psi for centred means m (N, d), sigma (N, d), log sigma (N, d); s (d,) for bhattacharyya only."""
@@ -210,7 +223,7 @@ def _item_features(
         magnitude = -const
         psi = np.concatenate([-0.5 * a, m * a, -(sigma * sigma + m * m), m, _column(const)], axis=1)  # (N, 4d+1)
     elif name == "wasserstein2":
-        r = sigma - spread_centre  # (N, d)
+        r = sigma - spread_center  # (N, d)
         const = -(m * m + r * r).sum(axis=1)
         magnitude = -const
         psi = np.concatenate([2.0 * m, 2.0 * r, _column(const)], axis=1)
@@ -245,18 +258,20 @@ def query_features(
     ``SCORES[name].fn(z, mu, sigma, s)`` up to float64 rounding.
     """
     z_array = np.asarray(z, dtype=np.float64)
-    d = z_array.shape[0] if z_array.ndim == 1 else -1
+    if z_array.ndim != 1:
+        raise ValueError(f"z must have shape (d,); got shape {z_array.shape}")
+    d = z_array.shape[0]
     z_array = check_query(z_array, d)[None, :]  # (1, d)
     spread = np.broadcast_to(check_spread(s, d), (d,))
-    centre = np.zeros(d) if center is None else check_query(center, d)
-    spread_centre = np.zeros(d) if spread_center is None else check_query(spread_center, d)
+    center_array = np.zeros(d) if center is None else check_query(center, d)
+    spread_center = np.zeros(d) if spread_center is None else check_query(spread_center, d)
     if name not in _FORMS:
         raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
-    query = _query_features(name, z_array - centre, spread, spread_centre)
+    query = _query_features(name, z_array - center_array, spread, spread_center)
     return query.phi[0], float(query.const[0])
 
 
-def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_centre: np.ndarray) -> _QueryFeatures:
+def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_center: np.ndarray) -> _QueryFeatures:
     """phi (B, m) for centred queries y (B, d) and spread s (d,)."""
     batch, d = y.shape
     ones = np.ones((batch, 1))
@@ -284,7 +299,7 @@ def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_centre: np.n
         const = wy2 - d
         magnitude = wy2 + d
     elif name == "wasserstein2":
-        t = s - spread_centre  # (d,)
+        t = s - spread_center  # (d,)
         phi = np.concatenate([y, np.repeat(t[None, :], batch, axis=0), ones], axis=1)
         const = y2.sum(axis=1) + float((t * t).sum())
         magnitude = const
@@ -305,6 +320,8 @@ def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_centre: np.n
 def value_from_key(name: str, key: ArrayLike, const: float) -> np.ndarray:
     """Natural-unit values from keys psi . phi: const + key, const - key, or sqrt(const - key) for the
     squared distances (euclidean, mahalanobis, wasserstein2). Shapes follow ``key``."""
+    if name not in _FORMS:
+        raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
     form = _FORMS[name]
     key_array = np.asarray(key, dtype=np.float64)
     if form.squared:
@@ -318,47 +335,71 @@ def value_from_key(name: str, key: ArrayLike, const: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Prepared:
-    features_t: torch.Tensor | None  # (m, N) float32, contiguous; None: float64 brute force only
+    features_t: torch.Tensor | None  # (m, N_pad) float32, contiguous; None: float64 brute force only
     block_widths: tuple[int, ...]  # feature block widths, summing to m
-    block_starts: np.ndarray  # (n_blocks,) first column of each feature block
-    item_norms: torch.Tensor | None  # (N, n_blocks) float32, per-item bounds on ||psi_i,b||_2, rounded up
-    block_norms: np.ndarray | None  # (N // block_size, n_blocks) float64, per item-block maxima of item_norms
-    max_norms: np.ndarray | None  # (n_blocks,) float64, catalog maxima of item_norms
-    faiss_index: Any  # faiss.IndexFlatIP over psi, or None
+    block_starts: np.ndarray  # (n_feature_blocks,) first column of each feature block
+    item_norms: np.ndarray | None  # (N_pad, n_feature_blocks) float32 bounds on ||psi_i,b||_2, rounded up
+    block_norms: np.ndarray | None  # (N_pad // block_size, n_feature_blocks) float64 maxima per item group
+    max_norms: np.ndarray | None  # (n_feature_blocks,) float64 maxima over the catalog
+    max_l1: float  # bound on sum_j |psi_ij| over the catalog, for the underflow term
+    block_indicator: np.ndarray  # (n_feature_blocks, m) 0/1: which feature block each column is in
+    norm_bounds: np.ndarray | None  # (n_feature_blocks, 2): [max_norms, sqrt(block widths)] (L1 <= sqrt(w) L2)
+    error_factor: float  # E_i = error_factor * sum_b ||psi_i,b|| ||phi_b|| + underflow
+    slack: float  # relative float64 slack for the key threshold
+    faiss_index: Any  # faiss.IndexFlatIP over the unpadded psi, or None
 
 
 def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, backend: str) -> _Prepared:
+    """Float32 features, transposed and padded to whole blocks, with their per-item error norms.
+
+    Padding items have psi = 0 except the constant column, -1e38: their key is -1e38 for every query
+    whose keys fit in float32 (|key| < 1e30), so they never rank above a real item.
+    """
     psi = features.psi  # (N, m)
+    n, m = psi.shape
     widths = tuple(d if width == "d" else 1 for width in form.blocks)
     starts = np.cumsum((0,) + widths[:-1])
+    indicator = np.zeros((len(widths), m))
+    for b, (start, width) in enumerate(zip(starts, widths, strict=True)):
+        indicator[b, start : start + width] = 1.0
+    common = dict(
+        block_widths=widths,
+        block_starts=starts,
+        block_indicator=indicator,
+        # Rounding psi and phi to float32 and any float32 summation order (with or without FMA) err by
+        # at most (m+3)u/(1-(m+3)u) sum_j |psi_j phi_j|; doubling it also covers every float64 error.
+        error_factor=2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5),
+        slack=16.0 * (d + m + 8) * _U64,
+    )
     if not np.isfinite(psi).all() or np.abs(psi).max() >= _FLOAT32_SAFE:
-        return _Prepared(None, widths, starts, None, None, None, None)
-    n = psi.shape[0]
-    norms = np.empty((n, len(widths)))
-    start = 0
-    for b, width in enumerate(widths):
-        part = psi[:, start : start + width]  # (N, width)
-        norms[:, b] = np.sqrt((part * part).sum(axis=1))
-        start += width
-    norms[:, -1] = np.maximum(norms[:, -1], features.const_magnitude)  # constant column: its parts' magnitude
-    norms *= 1.0 + 1e-6  # round up, so the float32 copy is still an upper bound
-    n_full_blocks = n // block_size
-    block_norms = norms[: n_full_blocks * block_size].reshape(n_full_blocks, block_size, len(widths)).max(axis=1)
-    psi32 = psi.astype(np.float32)  # (N, m)
+        return _Prepared(
+            None, item_norms=None, block_norms=None, max_norms=None, norm_bounds=None, max_l1=math.inf,
+            faiss_index=None, **common,
+        )
+    n_pad = -(-n // block_size) * block_size
+    norms = np.zeros((n_pad, len(widths)))  # padding rows stay 0: they never need a bound
+    norms[:n] = np.sqrt((psi * psi) @ indicator.T)  # (N, n_feature_blocks)
+    norms[:n, -1] = np.maximum(norms[:n, -1], features.const_magnitude)  # the constant column's parts
+    norms *= 1.0 + 1e-6  # round up, so that the float32 copy is still an upper bound
+    features_t = np.zeros((m, n_pad), dtype=np.float32)
+    features_t[:, :n] = psi.T
+    features_t[-1, n:] = _PAD_KEY
     faiss_index = None
     if backend == "faiss":
         import faiss  # optional dependency: imported only when asked for
 
-        faiss_index = faiss.IndexFlatIP(psi32.shape[1])
-        faiss_index.add(np.ascontiguousarray(psi32))
+        faiss_index = faiss.IndexFlatIP(m)
+        faiss_index.add(np.ascontiguousarray(psi, dtype=np.float32))
+    max_norms = norms[:n].max(axis=0)
     return _Prepared(
-        features_t=torch.from_numpy(np.ascontiguousarray(psi32.T)),  # (m, N)
-        block_widths=widths,
-        block_starts=starts,
-        item_norms=torch.from_numpy(norms.astype(np.float32)),
-        block_norms=block_norms,
-        max_norms=norms.max(axis=0),
+        features_t=torch.from_numpy(features_t),
+        item_norms=norms.astype(np.float32),
+        block_norms=norms.reshape(block_size, n_pad // block_size, len(widths)).max(axis=0),
+        max_norms=max_norms,
+        norm_bounds=np.stack([max_norms, np.sqrt(widths)], axis=1),
+        max_l1=float(np.sqrt(widths) @ max_norms),
         faiss_index=faiss_index,
+        **common,
     )
 
 
@@ -368,12 +409,10 @@ class _Plan:
 
     phi32: np.ndarray  # (B, m) float32 query features (zeros on rows that are not usable)
     query: _QueryFeatures
-    query_norms: np.ndarray  # (B, n_blocks) norms of phi's feature blocks
-    error_factor: float  # E_i = error_factor * sum_b ||psi_i,b|| ||phi_b|| + underflow
-    underflow: np.ndarray  # (B,)
+    query_norms: np.ndarray  # (B, n_feature_blocks) norms of phi's feature blocks
+    underflow: np.ndarray  # (B,) absolute error bound from float32 underflow
     max_error: np.ndarray  # (B,) error bound valid for every item
     usable: np.ndarray  # (B,) bool: float32 cannot overflow for this query
-    slack: float  # relative float64 slack for the key threshold
 
 
 # --------------------------------------------------------------------------------------------------
@@ -415,8 +454,9 @@ class SearchIndex:
         backend: "torch" (default): one float32 matrix-vector product per query with torch; or "faiss":
             the candidates come from FAISS's exact inner-product index (``faiss.IndexFlatIP``). Both give
             identical, exact results.
-        block_size: items per block for the candidate selection (the top blocks by maximum key are
-            gathered instead of partially sorting all N keys).
+        block_size: items per group for the candidate selection (the groups with the highest maximum
+            key are gathered instead of partially sorting all N keys; item i is in group
+            i mod (N_pad / block_size), where N_pad is N rounded up to a multiple of block_size).
 
     Fitted attributes:
         mu_, sigma_: float64 (N, d) read-only copies of the catalog.
@@ -436,7 +476,8 @@ class SearchIndex:
         """Validate the catalog, mu and sigma of shape (N, d), precompute every score's features; return self."""
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
-        if isinstance(self.block_size, bool) or not isinstance(self.block_size, (int, np.integer)) or self.block_size < 1:
+        block_size = self.block_size
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
             raise ValueError(f"block_size must be a positive integer; got {self.block_size!r}")
         mu_array, sigma_array = check_catalog(mu, sigma)
         mu_copy = np.array(mu_array, dtype=np.float64, order="C", copy=True)
@@ -452,15 +493,19 @@ class SearchIndex:
         self.center_ = mu_copy.mean(axis=0)
         self.default_spread_ = default_spread(sigma_copy)
         self._log_sigma_ = log_sigma
-        self._centred_mu_ = mu_copy - self.center_
+        self._mu_sigma_ = np.stack([mu_copy, sigma_copy], axis=1)  # (N, 2, d): candidates gather both at once
+        self._centered_mu_ = mu_copy - self.center_
         prepared: dict[str, _Prepared] = {}
         for name in LINEAR_SCORES:
             source = _SHARED_FEATURES.get(name)
             if source is not None and source in prepared:
                 prepared[name] = prepared[source]
                 continue
-            features = _item_features(name, self._centred_mu_, sigma_copy, log_sigma, self.default_spread_, None)
+            features = _item_features(name, self._centered_mu_, sigma_copy, log_sigma, self.default_spread_, None)
             prepared[name] = _prepare(features, d, _FORMS[name], int(self.block_size), self.backend)
+        # Bhattacharyya's features depend on the spread: build them for the default one now, and for
+        # other spreads on first use (kept in a small cache).
+        prepared["bhattacharyya"] = self._spread_features("bhattacharyya", self.default_spread_)
         self.features_ = prepared
         self._spread_cache_: OrderedDict[bytes, _Prepared] = OrderedDict()
         self._lock_ = threading.Lock()
@@ -476,18 +521,26 @@ class SearchIndex:
             return self.default_spread_
         return check_spread(s, self.dim_)
 
+    def _spread_features(self, name: str, spread_d: np.ndarray) -> _Prepared:
+        features = _item_features(
+            name, self._centered_mu_, self.sigma_, self._log_sigma_, self.default_spread_, spread_d
+        )
+        return _prepare(features, self.dim_, _FORMS[name], int(self.block_size), self.backend)
+
     def _prepared_for(self, name: str, spread: np.ndarray) -> _Prepared:
+        """The prepared features of score ``name``; for bhattacharyya, those of this spread (d,) or ()."""
         if not _FORMS[name].spread_features:
             return self.features_[name]
         spread_d = np.ascontiguousarray(np.broadcast_to(spread, (self.dim_,)))
+        if np.array_equal(spread_d, self.default_spread_):
+            return self.features_[name]
         cache_key = spread_d.tobytes()
         with self._lock_:
             cached = self._spread_cache_.get(cache_key)
             if cached is not None:
                 self._spread_cache_.move_to_end(cache_key)
                 return cached
-        features = _item_features(name, self._centred_mu_, self.sigma_, self._log_sigma_, self.default_spread_, spread_d)
-        prepared = _prepare(features, self.dim_, _FORMS[name], int(self.block_size), self.backend)
+        prepared = self._spread_features(name, spread_d)  # outside the lock: other threads keep searching
         with self._lock_:
             self._spread_cache_[cache_key] = prepared
             while len(self._spread_cache_) > _SPREAD_CACHE_SIZE:
@@ -535,6 +588,13 @@ class SearchIndex:
         spread = self._spread(s)
         return self._search(z_array, score, k, spread)
 
+    def feature_matrix(self, score: str, s: ArrayLike | float | None = None) -> torch.Tensor | None:
+        """The contiguous float32 matrix (m, N_pad) that one query of ``score`` reads (for benchmarks);
+        None for a score answered by float64 brute force (features too large for float32)."""
+        self._check_fitted()
+        get_score(score)
+        return self._prepared_for(score, self._spread(s)).features_t
+
     # -- the search itself -------------------------------------------------------------------------
 
     def _search(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -546,11 +606,10 @@ class SearchIndex:
         prepared = self._prepared_for(name, spread) if k < n else None
         if prepared is None or prepared.features_t is None:
             return self._brute_force(z, name, k, spread)
-        plan = self._plan(name, z, spread, prepared)
         if batch == 1:
-            ids, values = self._search_one(z[0], name, k, spread, prepared, plan)
+            ids, values = self._search_one(z[0], name, k, spread, prepared)
             return ids[None, :], values[None, :]
-        return self._search_many(z, name, k, spread, prepared, plan)
+        return self._search_many(z, name, k, spread, prepared, self._plan(name, z, spread, prepared))
 
     def _brute_force(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Float64 brute force for queries z (B, d): exact by definition, used where float32 cannot help."""
@@ -568,76 +627,96 @@ class SearchIndex:
         spread_d = spread if spread.shape else np.full(self.dim_, spread)
         query = _query_features(name, z - self.center_, spread_d, self.default_spread_)
         phi = query.phi  # (B, m)
-        m = phi.shape[1]
-        query_norms = np.sqrt(np.add.reduceat(phi * phi, prepared.block_starts, axis=1))  # (B, n_blocks)
-        error_factor = 2.0 * (m + 3) * _U32 / (1.0 - (m + 3) * _U32) * (1.0 + 1e-5)
-        underflow = 2.0**-140 * (m + np.abs(phi).sum(axis=1))  # (B,)
-        key_bound = query_norms @ prepared.max_norms  # (B,) >= sum_j |psi_ij| |phi_j| for every item i
+        query_norms = np.sqrt((phi * phi) @ prepared.block_indicator.T)  # (B, n_feature_blocks)
+        # key_bound >= sum_j |psi_ij| |phi_j| for every item i, and phi_l1 >= sum_j |phi_j|.
+        key_bound, phi_l1 = (query_norms @ prepared.norm_bounds).T  # (B,) each
+        # Float32 underflow: each rounding into the subnormal range errs by at most 2^-150 in absolute
+        # terms, times a factor of phi (rounding psi), of psi (rounding phi) or 1 (the products).
+        underflow = 2.0**-148 * (phi.shape[1] + phi_l1 + prepared.max_l1)  # (B,)
         # Rows whose features could overflow float32 are answered by float64 brute force instead
         # (the comparisons are False for NaN, so those rows are excluded too).
-        usable = (query_norms.max(axis=1) < _FLOAT32_SAFE) & (key_bound < _FLOAT32_SAFE)  # (B,)
+        usable = (key_bound < _FLOAT32_SAFE) & (phi_l1 < _FLOAT32_SAFE)  # (B,)
         phi32 = (phi if usable.all() else np.where(usable[:, None], phi, 0.0)).astype(np.float32)  # (B, m)
         return _Plan(
             phi32=phi32,
             query=query,
             query_norms=query_norms,
-            error_factor=error_factor,
             underflow=underflow,
-            max_error=error_factor * key_bound + underflow,
+            max_error=prepared.error_factor * key_bound + underflow,
             usable=usable,
-            slack=16.0 * (self.dim_ + m + 8) * _U64,
         )
 
     def _search_one(
-        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan
+        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One query z (d,): the latency-critical path, with as few array operations as possible."""
-        if not plan.usable[0]:
-            ids, values = self._brute_force(z[None, :], name, k, spread)
-            return ids[0], values[0]
+        """One query z (d,), 0 < k < N: the latency-critical path, with as few array operations as possible."""
         form = _FORMS[name]
-        n = self.n_items_
-        n_candidates = min(n, k + _EXTRA_CANDIDATES)
-        if self.backend == "faiss":
-            keys = None
-            keys_top, found = prepared.faiss_index.search(plan.phi32, min(n, n_candidates + 1))  # (1, M+1)
-            candidates = found[0, :n_candidates].astype(np.int64)
-            kappa = float(keys_top[0, -1]) if n_candidates < n else -math.inf
+        spread_d = spread if spread.shape else np.full(self.dim_, spread)
+        query = _query_features(name, (z - self.center_)[None, :], spread_d, self.default_spread_)
+        phi = query.phi[0]  # (m,)
+        query_norms = np.sqrt(prepared.block_indicator @ (phi * phi))  # (n_feature_blocks,)
+        # key_bound >= sum_j |psi_ij| |phi_j| for every item i, and phi_l1 >= sum_j |phi_j|.
+        key_bound, phi_l1 = (query_norms @ prepared.norm_bounds).tolist()
+        if not (key_bound < _FLOAT32_SAFE and phi_l1 < _FLOAT32_SAFE):  # False for NaN too
+            ids, values = self._brute_force(z[None, :], name, k, spread)  # float32 could overflow
+            return ids[0], values[0]
+        underflow = 2.0**-148 * (phi.shape[0] + phi_l1 + prepared.max_l1)
+        max_error = prepared.error_factor * key_bound + underflow
+        phi32 = phi.astype(np.float32)
+        n_candidates = k + _EXTRA_CANDIDATES
+        keys = None
+        if n_candidates >= self.n_items_:
+            candidates, kappa = np.arange(self.n_items_), -math.inf
+        elif self.backend == "faiss":
+            keys_top, found = prepared.faiss_index.search(phi32[None, :], n_candidates + 1)  # (1, M+1), best first
+            candidates, kappa = found[0, :n_candidates].astype(np.int64), float(keys_top[0, -1])
         else:
-            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[0]))  # (N,) float32
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(phi32))  # (N_pad,) float32
             candidates, kappa = self._select_one(keys, k, n_candidates)
         # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit.
-        values = KERNELS[name](z, self.mu_[candidates], self.sigma_[candidates], spread)  # (M,)
+        mu_sigma = self._mu_sigma_[candidates]  # (M, 2, d), one gather for both
+        values = KERNELS[name](z, mu_sigma[:, 0], mu_sigma[:, 1], spread)  # (M,)
         order = np.lexsort((candidates, -values if form.higher_is_nearer else values))[:k]
         ids, values = candidates[order], values[order]
-        query = plan.query
-        threshold = self._key_threshold(form, values[-1:], query.const[:1], query.const_magnitude[:1], plan.slack)
-        if kappa + plan.max_error[0] < threshold[0]:
+        threshold = float(
+            self._key_threshold(form, values[-1], query.const[0], query.const_magnitude[0], prepared.slack)
+        )
+        if kappa + max_error < threshold:
             return ids, values
-        return self._widen(prepared, plan, 0, keys, candidates, float(threshold[0]), z, name, spread, k)
+        return self._widen(
+            prepared, keys, phi32, query_norms, underflow, candidates, threshold, z, name, spread, k
+        )
+
+    def _uses_blocks(self, k: int, n_candidates: int, n_pad: int) -> bool:
+        """Whether selecting through group maxima is valid and worth it (else a partial sort of all keys)."""
+        bs = int(self.block_size)
+        kept = k + _EXTRA_BLOCKS
+        # The kept groups (each with at most one padding item) hold more than n_candidates real keys,
+        # and most groups are left out.
+        return kept * (bs - 1) > n_candidates and 2 * kept * bs <= n_pad
 
     def _select_one(self, keys: torch.Tensor, k: int, n_candidates: int) -> tuple[np.ndarray, float]:
-        """The n_candidates best of the float32 keys (N,) as int64 ids, and kappa, the best key left out."""
-        n, bs = self.n_items_, int(self.block_size)
-        n_full_blocks = n // bs
-        n_blocks_kept = k + _EXTRA_BLOCKS
-        if not (n_blocks_kept < n_full_blocks and n_candidates < n_blocks_kept * bs <= n // 2):
-            if n_candidates >= n:
-                return np.arange(n), -math.inf
+        """Candidate ids (int64) among the float32 keys (N_pad,), and kappa >= every key left out.
+
+        Needs n_candidates < N, so that padding (key -1e38) never ranks among the candidates.
+        """
+        if not self._uses_blocks(k, n_candidates, keys.shape[0]):
             top_keys, top = torch.topk(keys, n_candidates + 1)  # best first
-            return top.numpy()[:n_candidates], float(top_keys[-1])
-        # Partial sort of block maxima instead of all N keys: the best n_blocks_kept blocks (and the
-        # ragged tail) hold every key above the best maximum among the blocks left out.
-        block_max = keys[: n_full_blocks * bs].view(n_full_blocks, bs).amax(dim=1)  # (n_full_blocks,)
-        top_max, top_blocks = torch.topk(block_max, n_blocks_kept + 1)
-        gathered = (top_blocks.numpy()[:n_blocks_kept, None] * bs + np.arange(bs)).reshape(-1)  # (kept*bs,)
-        if n_full_blocks * bs < n:
-            gathered = np.concatenate([gathered, np.arange(n_full_blocks * bs, n)])
-        gathered_keys = keys.numpy()[gathered]
-        best = np.argpartition(gathered_keys, gathered_keys.shape[0] - n_candidates - 1)[-n_candidates - 1 :]
-        best = best[np.argsort(gathered_keys[best])]  # ascending: best[0] is the best key left out
-        kappa = max(float(gathered_keys[best[0]]), float(top_max[-1]))
-        return gathered[best[1:]], kappa
+            return top.numpy()[:n_candidates], float(top_keys.numpy()[-1])
+        # Partial sort of group maxima instead of all keys. Every key outside the best `kept` groups is
+        # at most kappa, the best maximum among the other groups, so the candidates are the keys above
+        # kappa in the kept groups: at least one per kept group, about k + _EXTRA_BLOCKS in all.
+        # numpy, single-threaded on purpose: a parallel region per query stalls when cores are busy.
+        kept = k + _EXTRA_BLOCKS
+        grid = keys.numpy().reshape(int(self.block_size), -1)  # (bs, n_groups): group g is column g
+        top_max, top_groups = torch.topk(torch.from_numpy(grid.max(axis=0)), kept + 1)  # (kept+1,), best first
+        kappa = float(top_max.numpy()[-1])
+        top_groups = top_groups.numpy()[:kept]
+        rows, cols = np.nonzero(grid[:, top_groups] > kappa)  # (bs, kept) keys of the kept groups
+        if rows.shape[0] >= k:
+            return rows * grid.shape[1] + top_groups[cols], kappa
+        ids = (np.arange(grid.shape[0])[:, None] * grid.shape[1] + top_groups).reshape(-1)  # ties: whole groups
+        return ids[ids < self.n_items_], kappa
 
     def _search_many(
         self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan
@@ -645,20 +724,21 @@ class SearchIndex:
         """Queries z (B, d): one matrix product for all keys, then vectorised selection and rescoring."""
         form = _FORMS[name]
         batch = z.shape[0]
-        candidates, kappa, keys = self._candidates(prepared, plan.phi32, k)  # (B, M), (B,), (B, N) or None
-        cand_values = KERNELS[name](z[:, None, :], self.mu_[candidates], self.sigma_[candidates], spread)  # (B, M)
+        candidates, kappa = self._candidates(prepared, plan.phi32, k)  # (B, M), (B,)
+        mu_sigma = self._mu_sigma_[candidates]  # (B, M, 2, d)
+        cand_values = KERNELS[name](z[:, None, :], mu_sigma[:, :, 0], mu_sigma[:, :, 1], spread)  # (B, M)
         rows = np.arange(batch)[:, None]
         order = np.lexsort((candidates, -cand_values if form.higher_is_nearer else cand_values), axis=-1)[:, :k]
         out_ids = candidates[rows, order]  # (B, k)
         out_values = cand_values[rows, order]
         query = plan.query
-        threshold = self._key_threshold(form, out_values[:, -1], query.const, query.const_magnitude, plan.slack)
+        threshold = self._key_threshold(form, out_values[:, -1], query.const, query.const_magnitude, prepared.slack)
         certified = plan.usable & (kappa + plan.max_error < threshold)
         for row in np.flatnonzero(~certified):
             if plan.usable[row]:
                 out_ids[row], out_values[row] = self._widen(
-                    prepared, plan, row, None if keys is None else keys[row], candidates[row],
-                    float(threshold[row]), z[row], name, spread, k,
+                    prepared, None, plan.phi32[row], plan.query_norms[row],
+                    float(plan.underflow[row]), candidates[row], float(threshold[row]), z[row], name, spread, k,
                 )
             else:
                 ids, values = self._brute_force(z[row : row + 1], name, k, spread)
@@ -682,52 +762,53 @@ class SearchIndex:
             return tau - const - margin
         return const - tau - margin  # value = const - key must stay above tau
 
-    def _candidates(
-        self, prepared: _Prepared, phi32: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor | None]:
-        """Over-fetched candidates (B, M) and kappa (B,), the highest float32 key of any item left out.
-
-        Also returns the float32 keys (B, N) when it computed them (the torch backend), for widening.
-        """
+    def _candidates(self, prepared: _Prepared, phi32: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_select_one` for B queries phi32 (B, m): candidates (B, M) and kappa (B,)."""
         n = self.n_items_
         batch = phi32.shape[0]
         n_candidates = min(n, k + _EXTRA_CANDIDATES)
-        n_fetched = min(n, n_candidates + 1)  # one more than kept: the best key left out
+        if n_candidates >= n:
+            return np.broadcast_to(np.arange(n), (batch, n)), np.full(batch, -np.inf)
         if self.backend == "faiss":
-            keys_top, ids = prepared.faiss_index.search(phi32, n_fetched)  # (B, M+1) each, best first
-            kappa = keys_top[:, -1].astype(np.float64) if n_candidates < n else np.full(batch, -np.inf)
-            return ids[:, :n_candidates].astype(np.int64), kappa, None
+            keys_top, found = prepared.faiss_index.search(phi32, n_candidates + 1)  # (B, M+1), best first
+            return found[:, :n_candidates].astype(np.int64), keys_top[:, -1].astype(np.float64)
+        ids = np.empty((batch, n_candidates), dtype=np.int64)
+        kappa = np.empty(batch)
+        # A few queries at a time, so that their keys stay in cache between the product and the selection.
+        for start in range(0, batch, _QUERY_CHUNK):
+            rows = slice(start, start + _QUERY_CHUNK)
+            ids[rows], kappa[rows] = self._select_many(prepared.features_t, phi32[rows], k, n_candidates)
+        return ids, kappa
 
-        keys = torch.from_numpy(phi32) @ prepared.features_t  # (B, N) float32 keys
+    def _select_many(
+        self, features_t: torch.Tensor, phi32: np.ndarray, k: int, n_candidates: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_select_one` for a chunk of queries phi32 (C, m): ids (C, M) and kappa (C,)."""
+        chunk = phi32.shape[0]
+        keys = torch.from_numpy(phi32) @ features_t  # (C, N_pad) float32
+        if not self._uses_blocks(k, n_candidates, keys.shape[1]):
+            top_keys, top = torch.topk(keys, n_candidates + 1, dim=1)  # (C, M+1), best first
+            return top[:, :n_candidates].numpy(), top_keys[:, -1].double().numpy()
         bs = int(self.block_size)
-        n_full_blocks = n // bs
-        n_blocks_kept = k + _EXTRA_BLOCKS
-        use_blocks = n_blocks_kept < n_full_blocks and n_candidates < n_blocks_kept * bs <= n // 2
-        if not use_blocks:  # small catalog or small blocks: partial sort of all keys
-            top_keys, ids = torch.topk(keys, n_fetched, dim=1)  # (B, M+1), best first
-            kappa = top_keys[:, -1].double().numpy() if n_candidates < n else np.full(batch, -np.inf)
-            return ids[:, :n_candidates].numpy(), kappa, keys
-
-        block_max = keys[:, : n_full_blocks * bs].view(batch, n_full_blocks, bs).amax(dim=2)  # (B, n_full_blocks)
-        top_blocks_max, top_blocks = torch.topk(block_max, n_blocks_kept + 1, dim=1)  # (B, kept+1)
-        kappa_out = top_blocks_max[:, -1].double().numpy()  # best key in any block left out
-        offsets = torch.arange(bs)
-        gathered = (top_blocks[:, :-1, None] * bs + offsets).reshape(batch, -1)  # (B, kept*bs)
-        if n_full_blocks * bs < n:  # the ragged tail is always gathered
-            tail = torch.arange(n_full_blocks * bs, n).expand(batch, -1)
-            gathered = torch.cat([gathered, tail], dim=1)
-        gathered_keys = keys.gather(1, gathered)  # (B, G)
-        top_keys, positions = torch.topk(gathered_keys, n_candidates + 1, dim=1)  # (B, M+1)
-        kappa_in = top_keys[:, -1].double().numpy()
-        ids = gathered.gather(1, positions[:, :-1])  # (B, M)
-        return ids.numpy(), np.maximum(kappa_in, kappa_out), keys
+        kept = k + _EXTRA_BLOCKS
+        grid = keys.numpy().reshape(chunk, bs, -1)  # (C, bs, n_groups)
+        n_groups = grid.shape[2]
+        top_max, top_groups = torch.topk(torch.from_numpy(grid.max(axis=1)), kept + 1, dim=1)  # (C, kept+1)
+        top_groups = top_groups.numpy()[:, :kept]
+        gathered = np.take_along_axis(grid, top_groups[:, None, :], axis=2)  # (C, bs, kept)
+        top_keys, positions = torch.topk(torch.from_numpy(gathered.reshape(chunk, -1)), n_candidates + 1, dim=1)
+        positions = positions.numpy()  # (C, M+1) into (bs, kept)
+        ids = (positions // kept) * n_groups + np.take_along_axis(top_groups, positions % kept, axis=1)
+        kappa = np.maximum(top_keys[:, -1].double().numpy(), top_max[:, -1].double().numpy())
+        return ids[:, :n_candidates], kappa
 
     def _widen(
         self,
         prepared: _Prepared,
-        plan: _Plan,
-        row: int,
         keys: torch.Tensor | None,
+        phi32: np.ndarray,
+        query_norms: np.ndarray,
+        underflow: float,
         candidates: np.ndarray,
         threshold: float,
         z: np.ndarray,
@@ -735,28 +816,21 @@ class SearchIndex:
         spread: np.ndarray,
         k: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top k of query ``row`` when its first candidates could not be certified.
+        """Exact top k of one query z (d,) when its first candidates could not be certified.
 
-        Keeps every item whose float32 key plus its own error bound reaches the threshold (found
-        through the per-block bounds first), rescores them with the candidates, and sorts.
+        Keeps every item whose float32 key (N_pad,) plus its own error bound reaches the threshold
+        (found through the per-group bounds first), rescores them with the candidates, and sorts.
         """
-        if keys is None:  # the FAISS backend did not compute all keys
-            keys = torch.mv(prepared.features_t.T, torch.from_numpy(plan.phi32[row]))  # (N,)
-        error_factor, underflow, query_norms = plan.error_factor, float(plan.underflow[row]), plan.query_norms[row]
-        n, bs = self.n_items_, int(self.block_size)
-        n_full_blocks = n // bs
-        qn = torch.from_numpy(query_norms.astype(np.float32))  # (n_blocks,)
-        if n_full_blocks > 0:
-            block_max = keys[: n_full_blocks * bs].view(n_full_blocks, bs).amax(dim=1).double().numpy()
-            block_error = error_factor * (prepared.block_norms @ query_norms) + underflow  # (n_full_blocks,)
-            open_blocks = np.flatnonzero(block_max + block_error >= threshold)
-            ids = (open_blocks[:, None] * bs + np.arange(bs)).reshape(-1)
-            ids = np.concatenate([ids, np.arange(n_full_blocks * bs, n)])
-        else:
-            ids = np.arange(n)
-        ids_t = torch.from_numpy(ids)
-        item_error = error_factor * (prepared.item_norms[ids_t] @ qn).double().numpy() * (1.0 + 1e-5) + underflow
-        reach = keys[ids_t].double().numpy() + item_error
+        if keys is None:  # not kept (batches) or never computed (FAISS)
+            keys = torch.mv(prepared.features_t.T, torch.from_numpy(phi32))  # (N_pad,)
+        bs = int(self.block_size)
+        grid = keys.numpy().reshape(bs, -1)  # (bs, n_groups): group g is column g
+        group_error = prepared.error_factor * (prepared.block_norms @ query_norms) + underflow  # (n_groups,)
+        open_groups = np.flatnonzero(grid.max(axis=0).astype(np.float64) + group_error >= threshold)
+        ids = (np.arange(bs)[:, None] * grid.shape[1] + open_groups).reshape(-1)
+        ids = ids[ids < self.n_items_]
+        item_error = prepared.error_factor * (prepared.item_norms[ids] @ query_norms) * (1.0 + 1e-5) + underflow
+        reach = keys.numpy()[ids].astype(np.float64) + item_error
         keep = np.union1d(ids[reach >= threshold], candidates)
         values = KERNELS[name](z, self.mu_[keep], self.sigma_[keep], spread)  # (|keep|,)
         order = _order(values, keep, _FORMS[name].higher_is_nearer)[:k]

@@ -9,16 +9,12 @@ from latent.model import decode_images
 from latent.render import png_bytes
 from latent.scores import SCORES
 from ui import presentation, state
+from ui.palette import CLASS_COLOURS, CLASS_SYMBOLS, QUERY_COLOUR
 from ui.resources import get_index, get_map, get_resources
 from ui.navigation import require_app
 
 require_app()
 
-#: Paul Tol's colour-blind-safe "muted" scheme, plus dark grey; marker shapes repeat the class.
-CLASS_COLOURS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE",
-                 "#882255", "#44AA99", "#999933", "#AA4499", "#555555")
-CLASS_SYMBOLS = ("circle", "square", "diamond", "cross", "x",
-                 "triangle-up", "triangle-down", "star", "hexagon", "pentagon")
 MAP_KEY = "atlas_map"
 
 res = get_resources()
@@ -83,7 +79,7 @@ fig.add_trace(go.Scattergl(
     customdata=items, hovertemplate="neighbour #%{customdata}<extra></extra>"))
 fig.add_trace(go.Scattergl(
     x=[where[0]], y=[where[1]], mode="markers", name="query z",
-    marker=dict(size=22, symbol="star", color="#E69F00", line=dict(width=2, color="#000000")),
+    marker=dict(size=22, symbol="star", color=QUERY_COLOUR, line=dict(width=2, color="#000000")),
     hovertemplate="the query z<extra></extra>"))
 fig.update_layout(
     height=presentation.size(720, 820), margin=dict(l=0, r=0, t=10, b=0), dragmode="pan", uirevision="atlas",

@@ -30,6 +30,7 @@ from latent.geometry import MEASURES, curve_length, segment_lengths, torch_threa
 from latent.render import png_bytes, strip
 from ui import cartography_state as cs
 from ui import presentation, state
+from ui.palette import CLASS_COLOURS, QUERY_COLOUR
 from ui.geometry_resources import (
     build_graph,
     dimension_kl,
@@ -49,10 +50,6 @@ from ui.geometry_resources import (
 from ui.navigation import require_app
 from ui.resources import active_dimensions, get_index, get_map, get_resources
 
-#: Paul Tol's colour-blind-safe "muted" scheme, as on the Atlas.
-CLASS_COLOURS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE",
-                 "#882255", "#44AA99", "#999933", "#AA4499", "#555555")
-QUERY_COLOUR = "#E69F00"
 STRAIGHT_COLOUR = "#FFFFFF"
 GEODESIC_COLOUR = "#FF5A36"
 MEASURE_LABELS = {"l2": "L2 between decoded images", "bernoulli_kl": "Bernoulli KL (Fisher-Rao)"}

@@ -16,16 +16,14 @@ from plotly.subplots import make_subplots
 
 from latent.data import CLASS_NAMES
 from latent.uncertainty import mass_label
+from ui.palette import CLASS_COLOURS, CLASS_SYMBOLS, QUERY_COLOUR
 
-#: Paul Tol's colour-blind-safe "muted" scheme (as on the Atlas), one colour per class.
-CLASS_COLOURS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE",
-                 "#882255", "#44AA99", "#999933", "#AA4499", "#555555")
 #: Paul Tol's "bright" scheme, cycled over the top matches on the uncertainty map.
 ITEM_COLOURS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
 FONT_FAMILY = '"Source Sans Pro", "Source Sans 3", sans-serif'  # Streamlit's own
 ACTIVE = "#0072B2"
 INACTIVE = "#BBBBBB"
-QUERY = "#E69F00"
+QUERY = QUERY_COLOUR
 ITEM_A = "#0072B2"
 ITEM_B = "#D55E00"
 PRIOR = "#222222"
@@ -182,7 +180,7 @@ def uncertainty_map(dims: tuple[int, int], background: np.ndarray, background_la
         members = background_labels == c
         fig.add_trace(go.Scattergl(x=background[members, 0], y=background[members, 1], mode="markers",
                                    name="catalog means (colour: class)", showlegend=c == 0, legendgroup="classes",
-                                   marker=dict(size=4, color=CLASS_COLOURS[c], opacity=0.4),
+                                   marker=dict(size=5, color=CLASS_COLOURS[c], symbol=CLASS_SYMBOLS[c], opacity=0.45),
                                    hovertemplate=f"{name}<extra></extra>", meta={"what": "background", "class": c}))
     if covering is not None:
         fig.add_trace(go.Scattergl(

@@ -107,7 +107,7 @@ def test_atlas_shows_the_map_and_a_click_sets_the_query(server, page, real_data)
     assert item in target["near"], "the query is not the clicked point"
 
     # Explore follows: the sliders now hold that item's mean.
-    page.locator('[data-testid="stSidebarNav"] a', has_text=re.compile(r"Explore$")).click()  # not Cartography's icon
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explore", exact=True).click()
     page.get_by_text(f"Item #{item}").wait_for(state="visible")
     page.wait_for_function(
         "item => { const p = new URLSearchParams(location.search); return p.get('item') === item && p.has('z'); }",
@@ -123,9 +123,9 @@ def test_compare_page_renders(server, page):
     page.goto(f"{server}/compare?z=1,0,0,0,0,0,0,0,0,0&k=8")
     wait_idle(page)
     page.get_by_text("How much do the rankings agree?").wait_for(state="visible")
-    # plotly mounts its charts after the text appears; under load that can take a moment
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=30_000)
-    assert page.locator(".js-plotly-plot").count() == 3
+    page.get_by_text("Why they differ").scroll_into_view_if_needed()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length === 3", timeout=60_000)
+    page.mouse.wheel(0, -10_000)
     save_screenshot(page, "compare")
 
 
