@@ -48,3 +48,15 @@ def strip(images: np.ndarray, scale: int = 1, gap: int = 2, background: int = 25
     for i, tile in enumerate(tiles):
         out[:, i * (w + gap) : i * (w + gap) + w] = tile
     return out
+
+
+def sheet(images: np.ndarray, scale: int = 1, gap: int = 2, background: int = 255) -> np.ndarray:
+    """Rows of images, (r, n, H, W) -> one picture: each row a :func:`strip`, ``gap`` pixels between rows."""
+    rows = [strip(row, scale=scale, gap=gap, background=background) for row in np.asarray(images)]
+    if not rows:
+        raise ValueError("sheet needs at least one row")
+    h, w = rows[0].shape
+    out = np.full((len(rows) * (h + gap) - gap, w), background, np.uint8)
+    for i, row in enumerate(rows):
+        out[i * (h + gap) : i * (h + gap) + h] = row
+    return out

@@ -416,6 +416,53 @@ def choice_field(name: str, choices: Sequence[str], default: str, help: str = ""
     return FieldSpec(name, parse, lambda v: None if v == default else str(v), lambda ctx: default, help)
 
 
+def int_field(name: str, low: int, high: int | Callable[[ParseContext], int], default: int | None = None,
+              help: str = "") -> FieldSpec:
+    """An integer key in ``low..high`` (``high`` may depend on the context, e.g. ``lambda ctx: ctx.n_items - 1``).
+
+    Out-of-range or non-integer values are dropped with a warning (the default is used); the key is
+    written only when the value is not the default. ``default`` may be None (no value).
+    """
+    upper = high if callable(high) else (lambda ctx: high)
+
+    def parse(raw: str, ctx: ParseContext) -> tuple[int, list[str]]:
+        try:
+            value = parse_int(raw, name)
+        except FieldError as exc:
+            raise FieldError(f"{exc}; ignored") from None
+        top = int(upper(ctx))
+        if not low <= value <= top:
+            shown = quote(raw.strip()) if len(raw.strip()) > _QUOTE_CHARS else str(value)
+            raise FieldError(f"{name}={shown} is outside {low}..{top}; ignored")
+        return value, []
+
+    return FieldSpec(name, parse, lambda v: None if v is None or v == default else str(int(v)),
+                     lambda ctx: default, help)
+
+
+def index_pair_field(name: str, help: str = "") -> FieldSpec:
+    """Two different latent dimensions ``i,j`` (each in 0..latent_dim-1), e.g. the axes of a 2-D view.
+
+    Absent by default (None: the page picks its own pair); a bad pair is dropped with a warning.
+    """
+
+    def parse(raw: str, ctx: ParseContext) -> tuple[tuple[int, int], list[str]]:
+        tokens = raw.split(",")
+        if len(tokens) != 2:
+            raise FieldError(f"{name}={quote(raw)} must be two dimensions 'i,j'; ignored")
+        try:
+            i, j = (parse_int(t, name) for t in tokens)
+        except FieldError as exc:
+            raise FieldError(f"{exc}; ignored") from None
+        d = ctx.latent_dim
+        if not (0 <= i < d and 0 <= j < d) or i == j:
+            raise FieldError(f"{name}={quote(raw)} must be two different dimensions in 0..{d - 1}; ignored")
+        return (i, j), []
+
+    return FieldSpec(name, parse, lambda v: None if v is None else f"{int(v[0])},{int(v[1])}",
+                     lambda ctx: None, help)
+
+
 # --------------------------------------------------------------------------- the schema
 
 

@@ -8,7 +8,7 @@ from latent.data import CLASS_NAMES
 from latent.model import decode_images
 from latent.render import png_bytes
 from latent.scores import SCORES
-from ui import state
+from ui import presentation, state
 from ui.palette import CLASS_COLOURS, CLASS_SYMBOLS, QUERY_COLOUR
 from ui.resources import get_index, get_map, get_resources
 from ui.navigation import require_app
@@ -23,6 +23,7 @@ projector = get_map(res)
 state.init_session_state(res)
 state.show_url_warnings()
 state.sync_widgets(res)
+presenting = presentation.setup()
 
 
 def on_map_select() -> None:
@@ -42,20 +43,23 @@ def on_map_select() -> None:
 
 st.title("Atlas of the latent space")
 side, main = st.columns([1, 3], gap="large")
-with side:
-    st.selectbox("Neighbours under", list(SCORES), key=state.W_SCORE,
-                 format_func=lambda n: n.replace("_", " "), help="The score used to pick the highlighted neighbours.")
-    st.slider("Neighbours (k)", 1, state.K_MAX, key=state.W_K)
+if not presenting:
+    with side:
+        st.selectbox("Neighbours under", list(SCORES), key=state.W_SCORE, format_func=lambda n: n.replace("_", " "),
+                     help="The score used to pick the highlighted neighbours.")
+        st.slider("Neighbours (k)", 1, state.K_MAX, key=state.W_K)
 q = state.query()
 z = q.z_array
 items, values = index.search(z, score=q.score, k=q.k, s=q.s)
 where = projector.place(z)  # (2,) kNN-weighted map position, no umap needed
 
 with side:
-    st.image(png_bytes(decode_images(res.model, z), scale=6), width=168, output_format="PNG",
+    st.image(png_bytes(decode_images(res.model, z), scale=presentation.size(6, 10)), output_format="PNG",
+             width=presentation.size(168, 280),
              caption=f"The query z{f' = item #{q.item}' if q.item is not None else ''}")
-    st.caption("Click any point to make that item's mean the query; **Explore** follows.")
-    st.page_link("pages/explore.py", label="Open in Explore", icon=":material/tune:")
+    if not presenting:
+        st.caption("Click any point to make that item's mean the query; **Explore** follows.")
+        st.page_link("pages/explore.py", label="Open in Explore", icon=":material/tune:")
     st.markdown("**Nearest items**")
     st.markdown("\n".join(f"{r + 1}. {CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {v:.2f}"
                           for r, (i, v) in enumerate(zip(items, values))))
@@ -78,13 +82,18 @@ fig.add_trace(go.Scattergl(
     marker=dict(size=22, symbol="star", color=QUERY_COLOUR, line=dict(width=2, color="#000000")),
     hovertemplate="the query z<extra></extra>"))
 fig.update_layout(
-    height=720, margin=dict(l=0, r=0, t=10, b=0), dragmode="pan", uirevision="atlas",
+    height=presentation.size(720, 820), margin=dict(l=0, r=0, t=10, b=0), dragmode="pan", uirevision="atlas",
+    font=dict(size=presentation.font_size()),
     legend=dict(itemsizing="constant", orientation="h", y=-0.02), clickmode="event+select",
     xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
 with main:
     st.plotly_chart(fig, key=MAP_KEY, on_select=on_map_select, selection_mode="points",
-                    config={"scrollZoom": True, "displaylogo": False})
+                    config={"scrollZoom": True, "displaylogo": False}, theme=None if presenting else "streamlit")
     st.caption(f"UMAP of all {len(embedding):,} encoded means mu(x), coloured and shaped by class. The star is the "
                "query, placed by the distance-weighted average map position of its 10 nearest means; rings mark "
                "its neighbours.")
+    if not presenting:
+        st.download_button("Download the map (interactive HTML)", lambda: fig.to_html(include_plotlyjs=True),
+                           file_name="latent-explorer-atlas.html", mime="text/html", icon=":material/download:",
+                           key="dl_atlas_html", help="A self-contained page (works offline), about 8 MB.")
 state.sync_url()

@@ -29,7 +29,7 @@ from latent.geodesic import straight_line
 from latent.geometry import MEASURES, curve_length, segment_lengths, torch_threads
 from latent.render import png_bytes, strip
 from ui import cartography_state as cs
-from ui import state
+from ui import presentation, state
 from ui.palette import CLASS_COLOURS, QUERY_COLOUR
 from ui.geometry_resources import (
     build_graph,
@@ -65,6 +65,7 @@ index = get_index(res)
 state.init_session_state(res)
 state.show_url_warnings()
 state.sync_widgets(res)
+presentation.setup()  # the switch, or the projector layout (its sidebar is hidden)
 decoder = get_decoder(res)
 d = res.catalog.latent_dim
 mu = res.catalog.mu

@@ -8,7 +8,7 @@ from latent.model import decode_images
 from latent.rankings import agreement, neighbour_table
 from latent.render import png_bytes, strip
 from latent.scores import SCORES
-from ui import state
+from ui import presentation, state
 from ui.resources import get_index, get_resources
 from ui.navigation import require_app
 
@@ -19,6 +19,7 @@ index = get_index(res)
 state.init_session_state(res)
 state.show_url_warnings()
 state.sync_widgets(res)
+presenting = presentation.setup()
 
 st.title("Compare the scores")
 q = state.query()
@@ -28,11 +29,12 @@ with top:
 with controls:
     st.markdown("The same query ranked under every score in the registry. Distances and divergences rank "
                 "smallest first; the log-likelihood ranks largest first. Set z on **Explore** or **Atlas**.")
-    c1, c2 = st.columns(2)
-    c1.slider("Neighbours per score (k)", 1, state.K_MAX, key=state.W_K)
-    c2.select_slider("Query spread s", options=state.SPREAD_CHOICES, key=state.W_SPREAD,
-                     format_func=lambda v: "median sigma" if v is None else f"{v:g}",
-                     help="Used by the scores that treat the query as a Gaussian N(z, s^2).")
+    if not presenting:
+        c1, c2 = st.columns(2)
+        c1.slider("Neighbours per score (k)", 1, state.K_MAX, key=state.W_K)
+        c2.select_slider("Query spread s", options=state.SPREAD_CHOICES, key=state.W_SPREAD,
+                         format_func=lambda v: "median sigma" if v is None else f"{v:g}",
+                         help="Used by the scores that treat the query as a Gaussian N(z, s^2).")
 q = state.query()
 z = q.z_array
 names = list(SCORES)

@@ -42,3 +42,15 @@ def test_strip_places_tiles_with_gaps():
     tiles = np.stack([np.full((2, 2), v, np.uint8) for v in (10, 20, 30)])
     out = strip(tiles, scale=1, gap=1, background=255)
     np.testing.assert_array_equal(out, [[10, 10, 255, 20, 20, 255, 30, 30]] * 2)
+
+
+def test_sheet_stacks_strips_with_gaps():
+    from latent.render import sheet
+
+    images = np.arange(2 * 3 * 2 * 2, dtype=np.uint8).reshape(2, 3, 2, 2)
+    out = sheet(images, scale=2, gap=1)
+    row = strip(images[0], scale=2, gap=1)
+    assert out.shape == (2 * row.shape[0] + 1, row.shape[1])
+    np.testing.assert_array_equal(out[: row.shape[0]], row)
+    np.testing.assert_array_equal(out[row.shape[0] + 1 :], strip(images[1], scale=2, gap=1))
+    assert (out[row.shape[0]] == 255).all()

@@ -406,3 +406,32 @@ def test_slider_bound_examples_and_errors():
         slider_bound(np.array([[np.nan, 0.0]]))
     with pytest.raises(ValueError, match="positive"):
         slider_bound(np.zeros((1, 1)), step=0)
+
+
+# --------------------------------------------------------------------------- integer and dimension-pair keys
+
+
+def test_int_and_index_pair_fields_round_trip_and_reject_bad_values():
+    from latent.urlstate import index_pair_field, int_field
+
+    schema = (CORE_SCHEMA.with_field(int_field("to", 0, lambda ctx: ctx.n_items - 1))
+              .with_field(int_field("eps", 0, SEED_LIMIT - 1, default=0))
+              .with_field(index_pair_field("dims")))
+    state, warnings = parse({"to": "69999", "eps": "7", "dims": "3,0"}, schema=schema)
+    assert warnings == [] and state.extras == {"to": 69999, "eps": 7, "dims": (3, 0)}
+    written = to_query_params(state, schema=schema)
+    assert (written["to"], written["eps"], written["dims"]) == ("69999", "7", "3,0")
+    assert parse(written, schema=schema)[0] == state
+    # Defaults stay out of the link.
+    state, warnings = parse({}, schema=schema)
+    assert state.extras == {"to": None, "eps": 0, "dims": None} and warnings == []
+    assert not {"to", "eps", "dims"} & set(to_query_params(state, schema=schema))
+    bad = {"to": str(N_ITEMS), "eps": "-1", "dims": "2,2"}
+    state, warnings = parse(bad, schema=schema)
+    assert state.extras == {"to": None, "eps": 0, "dims": None}
+    assert warnings == [f"to={N_ITEMS} is outside 0..{N_ITEMS - 1}; ignored",
+                        f"eps=-1 is outside 0..{SEED_LIMIT - 1}; ignored",
+                        f"dims='2,2' must be two different dimensions in 0..{D - 1}; ignored"]
+    for text in ("1", "1,2,3", "a,b", f"0,{D}", "1.5,2"):
+        state, warnings = parse({"dims": text}, schema=schema)
+        assert state.extras["dims"] is None and len(warnings) == 1 and warnings[0].startswith("dims"), text

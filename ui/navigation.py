@@ -26,6 +26,7 @@ def app_pages() -> list:
         st.Page("pages/atlas.py", title="Atlas", icon=":material/map:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
         st.Page("pages/cartography.py", title="Cartography", icon=":material/landscape:"),
+        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
         st.Page("pages/model.py", title="Model", icon=":material/memory:"),
     ]
 

@@ -12,12 +12,26 @@ reopens exactly the same view (the schema lives in :mod:`latent.urlstate`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from latent.scores import SCORES
-from latent.urlstate import CORE_SCHEMA, QueryState, UrlSchema, parse_query_params, slider_bound, to_query_params
+from latent.urlstate import (
+    CORE_SCHEMA,
+    SEED_LIMIT,
+    FieldSpec,
+    QueryState,
+    UrlSchema,
+    bool_field,
+    choice_field,
+    index_pair_field,
+    int_field,
+    parse_query_params,
+    slider_bound,
+    to_query_params,
+)
 from ui.resources import Resources
 
 # Session-state keys (constants, one place).
@@ -45,7 +59,7 @@ def slider_key(j: int) -> str:
 
 def schema() -> UrlSchema:
     """The URL schema of this app (later pages register their keys here)."""
-    return _cartography_fields(CORE_SCHEMA)
+    return _extended(_cartography_fields(CORE_SCHEMA), PRESENTATION_FIELDS + LEARN_FIELDS)
 
 
 def _cartography_fields(base: UrlSchema) -> UrlSchema:
@@ -55,6 +69,56 @@ def _cartography_fields(base: UrlSchema) -> UrlSchema:
     for spec in url_fields():
         base = base.with_field(spec)
     return base
+
+
+def _extended(base: UrlSchema, fields: Iterable[FieldSpec]) -> UrlSchema:
+    for spec in fields:
+        base = base.with_field(spec)
+    return base
+
+
+# --------------------------------------------------------------------------- presentation mode and the Learn page
+# Their URL keys; the values land in QueryState.extras (read with extra(), write with set_extra()).
+PRESENT = "present"
+W_PRESENT = "w_present"
+PRESENTATION_FIELDS = (bool_field(PRESENT, help="presentation mode: no controls, large pictures for a projector"),)
+
+#: The Learn page's steps, in order (the ``step`` key).
+LEARN_STEPS = ("encode", "reparam", "nearest", "kl", "prior", "uncertainty", "interpolate")
+#: Coverage levels offered on the uncertainty map (the ``level`` key).
+COVER_LEVELS = ("0.5", "0.9", "0.95", "0.99")
+LEARN_FIELDS = (
+    choice_field("step", LEARN_STEPS, LEARN_STEPS[0], help="the Learn page's step"),
+    int_field("eps", 0, SEED_LIMIT - 1, default=0, help="the seed of the eps draws on the Learn page"),
+    int_field("vs", 0, lambda ctx: ctx.n_items - 1, help="the item compared with the top match (Learn)"),
+    int_field("dim", 0, lambda ctx: ctx.latent_dim - 1, help="the dimension of the 1-D picture (Learn)"),
+    int_field("nb", 0, lambda ctx: ctx.n_items - 1, help="the neighbour the KL is computed against (Learn)"),
+    int_field("to", 0, lambda ctx: ctx.n_items - 1, help="the item the interpolation ends at (Learn)"),
+    index_pair_field("axes", help="the two latent dimensions of the uncertainty map (Learn)"),
+    choice_field("level", COVER_LEVELS, "0.95", help="the coverage level of the uncertainty map (Learn)"),
+    bool_field("cover", help="show which posteriors cover z on the uncertainty map (Learn)"),
+    bool_field("geo", help="show the decoder geodesic beside the straight interpolation (Learn)"),
+)
+
+
+def extra(name: str) -> Any:
+    """The value of a registered URL key other than the core ones (see :data:`LEARN_FIELDS`)."""
+    return query().extras.get(name)
+
+
+def set_extra(name: str, value: Any) -> None:
+    """Set a registered URL key in the query (from a callback, or before the widgets that show it)."""
+    st.session_state[QUERY] = query().with_extra(name, value)
+
+
+def extra_from_widget(name: str, widget_key: str) -> None:
+    """``on_change`` callback: copy a widget's value into the URL key ``name``."""
+    set_extra(name, st.session_state[widget_key])
+
+
+def new_seed() -> int:
+    """A fresh seed from this session's generator, in 0..2**32-1."""
+    return int(st.session_state[RNG].integers(0, SEED_LIMIT))
 
 
 def bound(res: Resources) -> float:

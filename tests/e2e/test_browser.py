@@ -141,7 +141,8 @@ def test_a_deep_link_is_the_first_request_to_a_fresh_server(page, real_data_dir,
         wait_idle(page)
         page.get_by_text("Compare the scores").wait_for(state="visible")
         nav = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
-        assert [text.strip().split("\n")[-1] for text in nav] == ["Explore", "Atlas", "Compare", "Cartography", "Model"]
+        expected = ["Explore", "Atlas", "Compare", "Cartography", "Learn", "Model"]
+        assert [text.strip().split("\n")[-1] for text in nav] == expected
         assert url_params(page)["k"] == "5" and url_params(page)["z"].startswith("1,")
         assert "Compare" in page.title()
     finally:
