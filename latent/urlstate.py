@@ -670,7 +670,9 @@ def slider_bound(mu: Any, default: float = DEFAULT_BOUND, step: float = 0.5) -> 
     if not np.isfinite(arr).all():
         raise ValueError("mu must be finite to choose a slider range; it holds NaN or inf")
     top = float(np.abs(arr).max())
-    a = max(float(default), math.ceil(top / step) * step)
+    if top <= default:
+        return float(default)  # every mean already fits the default range
+    a = math.ceil(top / step) * step
     while a < top:  # guards float rounding for steps that are not binary fractions
         a += step
     return float(a)
