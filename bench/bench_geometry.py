@@ -40,14 +40,9 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: make the library
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.machine import cpu_model
+
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}, {os.cpu_count()} cores (load average {load:.1f} at the start), Python "
             f"{platform.python_version()}, torch {torch.__version__}, 1 torch thread")

@@ -122,14 +122,9 @@ def synthetic_catalog(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.machine import cpu_model
+
+    cpu = cpu_model()
     try:
         import faiss
 

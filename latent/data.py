@@ -24,6 +24,7 @@ import struct
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -339,6 +340,48 @@ def download_fashion_mnist(
 # --------------------------------------------------------------------------- loading
 
 
+def _files_digest(folder: Path) -> str:
+    """SHA-256 over the four files' names and bytes: the key of the decoded-array cache."""
+    h = hashlib.sha256()
+    for name in FILES.values():
+        h.update(name.encode())
+        with open(folder / name, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _read_array_cache(path: Path, digest: str, folder: Path) -> FashionMNIST | None:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if str(npz["digest"]) != digest:
+                return None
+            arrays = [npz["images"], npz["labels"], npz["is_test"]]
+            fingerprint = str(npz["fingerprint"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    images, labels, is_test = arrays
+    if images.dtype != np.uint8 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE) or not (
+            len(images) == len(labels) == len(is_test)) or fingerprint != fingerprint_arrays(images, labels, is_test):
+        return None
+    for array in arrays:
+        array.setflags(write=False)
+    return FashionMNIST(images=images, labels=labels, is_test=is_test, fingerprint=fingerprint, source=folder)
+
+
+def _write_array_cache(path: Path, digest: str, data: FashionMNIST) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, digest=np.array(digest), images=data.images, labels=data.labels, is_test=data.is_test,
+                     fingerprint=np.array(data.fingerprint))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def load_fashion_mnist(
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
@@ -346,6 +389,7 @@ def load_fashion_mnist(
     progress: ProgressFn | None = None,
     expected_counts: tuple[int, int] | None = (N_TRAIN, N_TEST),
     checksums: dict[str, str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> FashionMNIST:
     """Load both splits in canonical order, downloading missing files first if ``download``.
 
@@ -357,6 +401,9 @@ def load_fashion_mnist(
         expected_counts: (train, test) item counts every file must hold; None accepts any (tests).
         checksums: MD5 hex per file name for downloads (default: the official MD5s). Files already
             present are validated structurally, not by MD5: other copies hold other row orders.
+        cache_dir: if given, the decoded canonical arrays are cached there as an uncompressed
+            ``.npz`` keyed by the SHA-256 of the four files (a warm load skips gunzip and hashing;
+            the fingerprint is re-checked, so a damaged cache is rebuilt).
 
     Returns:
         A :class:`FashionMNIST` with the 70,000 items (60,000 train then 10,000 test).
@@ -370,6 +417,14 @@ def load_fashion_mnist(
                 f"{PROJECT_PAGE}, or set LATENT_DATA_DIR to a folder that holds them."
             )
         download_fashion_mnist(folder, base_url=base_url, progress=progress, checksums=checksums)
+
+    cache_path = digest = None
+    if cache_dir is not None:
+        digest = _files_digest(folder)
+        cache_path = Path(cache_dir) / f"fashion-mnist-{digest[:20]}.npz"
+        cached = _read_array_cache(cache_path, digest, folder)
+        if cached is not None:
+            return cached
 
     images, labels, flags = [], [], []
     for split, count in zip(("train", "test"), expected_counts or (None, None)):
@@ -390,10 +445,16 @@ def load_fashion_mnist(
     is_test = np.concatenate(flags)
     for array in (all_images, all_labels, is_test):
         array.setflags(write=False)
-    return FashionMNIST(
+    data = FashionMNIST(
         images=all_images,
         labels=all_labels,
         is_test=is_test,
         fingerprint=fingerprint_arrays(all_images, all_labels, is_test),
         source=folder,
     )
+    if cache_path is not None and (expected_counts is None or len(data) == sum(expected_counts)):
+        try:
+            _write_array_cache(cache_path, digest, data)
+        except OSError:
+            pass  # a read-only cache folder only costs speed
+    return data

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .catalog import Catalog
 from .data import CLASS_NAMES
@@ -63,6 +62,8 @@ def agreement(index: SearchIndex, z: np.ndarray, score_names: Sequence[str], k: 
     Returns:
         (overlap, tau): two square DataFrames indexed and columned by ``score_names``.
     """
+    from scipy import stats  # only the Compare page needs it; keeps start-up light
+
     names = list(score_names)
     full = {n: nearness(n, index.scores_all(z, score=n, s=s)) for n in names}
     tops = {n: index.search(z, score=n, k=k, s=s)[0] for n in names}

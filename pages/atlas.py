@@ -10,20 +10,14 @@ from latent.render import png_bytes
 from latent.scores import SCORES
 from ui import presentation, state
 from ui.palette import CLASS_COLOURS, CLASS_SYMBOLS, QUERY_COLOUR
-from ui.resources import get_index, get_map, get_resources
-from ui.navigation import require_app
+from ui.page import start_page
+from ui.resources import get_map
 
-require_app()
 
 MAP_KEY = "atlas_map"
 
-res = get_resources()
-index = get_index(res)
+res, index, presenting = start_page()
 projector = get_map(res)
-state.init_session_state(res)
-state.show_url_warnings()
-state.sync_widgets(res)
-presenting = presentation.setup()
 
 
 def on_map_select() -> None:

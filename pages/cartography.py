@@ -29,7 +29,7 @@ from latent.geodesic import straight_line
 from latent.geometry import MEASURES, curve_length, segment_lengths, torch_threads
 from latent.render import png_bytes, strip
 from ui import cartography_state as cs
-from ui import presentation, state
+from ui import state
 from ui.palette import CLASS_COLOURS, QUERY_COLOUR
 from ui.geometry_resources import (
     build_graph,
@@ -47,8 +47,8 @@ from ui.geometry_resources import (
     stretched_map,
     stretched_slice,
 )
-from ui.navigation import require_app
-from ui.resources import active_dimensions, get_index, get_map, get_resources
+from ui.page import start_page
+from ui.resources import active_dimensions, get_map
 
 STRAIGHT_COLOUR = "#FFFFFF"
 GEODESIC_COLOUR = "#FF5A36"
@@ -58,14 +58,8 @@ VIEW_LABELS = {"slice": "the slice", "map": "the UMAP map of all items"}
 CANDIDATES = 12  # nearest items offered as slice directions and geodesic targets
 FRAMES = 10  # decoded frames per interpolation strip
 
-require_app()
 
-res = get_resources()
-index = get_index(res)
-state.init_session_state(res)
-state.show_url_warnings()
-state.sync_widgets(res)
-presentation.setup()  # the switch, or the projector layout (its sidebar is hidden)
+res, index, _ = start_page()  # presentation mode hides this page's sidebar
 decoder = get_decoder(res)
 d = res.catalog.latent_dim
 mu = res.catalog.mu

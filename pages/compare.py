@@ -8,18 +8,11 @@ from latent.model import decode_images
 from latent.rankings import agreement, neighbour_table
 from latent.render import png_bytes, strip
 from latent.scores import SCORES
-from ui import presentation, state
-from ui.resources import get_index, get_resources
-from ui.navigation import require_app
+from ui import state
+from ui.page import start_page
 
-require_app()
 
-res = get_resources()
-index = get_index(res)
-state.init_session_state(res)
-state.show_url_warnings()
-state.sync_widgets(res)
-presenting = presentation.setup()
+res, index, presenting = start_page()
 
 st.title("Compare the scores")
 q = state.query()

@@ -9,21 +9,15 @@ from latent.rankings import neighbour_table
 from latent.render import png_bytes, sheet
 from latent.scores import SCORES
 from ui import presentation, state
-from ui.resources import active_dimensions, get_index, get_resources
-from ui.navigation import require_app
+from ui.page import start_page
+from ui.resources import active_dimensions
 
-require_app()
 
 #: Headings of the three galleries.
 GALLERY_TITLES = {"likelihood": "Log-likelihood log q(z|x)", "euclidean": "Euclidean ‖z − μ(x)‖",
                   "kl": "KL( N(z, s²) ‖ q(z|x) )"}
 
-res = get_resources()
-index = get_index(res)
-state.init_session_state(res)
-state.show_url_warnings()
-state.sync_widgets(res)
-presenting = presentation.setup()
+res, index, presenting = start_page()
 a = state.bound(res)
 d = res.catalog.latent_dim
 active = active_dimensions(res)

@@ -17,10 +17,9 @@ from latent.model import decode_images
 from latent.render import png_bytes, strip
 from latent.scores import default_spread
 from ui import figures, learn_cache, presentation, state
-from ui.resources import active_dimensions, get_index, get_resources
-from ui.navigation import require_app
+from ui.page import start_page
+from ui.resources import active_dimensions
 
-require_app()
 
 TITLES = {
     "encode": "Encoding: an item becomes a Gaussian",
@@ -39,12 +38,7 @@ W_TO = "w_learn_to"
 N_SAMPLES = 8
 N_FRAMES = 10
 
-res = get_resources()
-index = get_index(res)
-state.init_session_state(res)
-state.show_url_warnings()
-state.sync_widgets(res)
-presenting = presentation.setup()
+res, index, presenting = start_page()
 font = presentation.font_size()
 cat = res.catalog
 d = cat.latent_dim

@@ -199,3 +199,19 @@ def test_data_folder_precedence(monkeypatch, tmp_path):
     assert resolve_data_dir() == tmp_path / "env"
     monkeypatch.delenv("LATENT_DATA_DIR")
     assert resolve_data_dir() == tmp_path / "xdg" / "latent-explorer" / "fashion-mnist"
+
+
+def test_decoded_array_cache_is_equal_rebuilt_when_damaged_and_keyed_by_the_files(tmp_path):
+    write_dataset(tmp_path / "d", n_train=30, n_test=10)
+    cache = tmp_path / "cache"
+    cold = load_fashion_mnist(tmp_path / "d", download=False, expected_counts=None, cache_dir=cache)
+    (cached_file,) = cache.glob("fashion-mnist-*.npz")
+    warm = load_fashion_mnist(tmp_path / "d", download=False, expected_counts=None, cache_dir=cache)
+    np.testing.assert_array_equal(warm.images, cold.images)
+    assert warm.fingerprint == cold.fingerprint and not warm.images.flags.writeable
+    cached_file.write_bytes(cached_file.read_bytes()[:300])  # damaged: rebuilt, not trusted
+    again = load_fashion_mnist(tmp_path / "d", download=False, expected_counts=None, cache_dir=cache)
+    np.testing.assert_array_equal(again.images, cold.images)
+    write_idx(tmp_path / "d" / FILES["test-labels"], (cold.test_labels + 1) % 10)  # new content, new key
+    changed = load_fashion_mnist(tmp_path / "d", download=False, expected_counts=None, cache_dir=cache)
+    assert changed.fingerprint != cold.fingerprint and len(list(cache.glob("fashion-mnist-*.npz"))) == 2

@@ -63,7 +63,7 @@ def _checkpoint_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 @st.cache_resource(show_spinner="Reading Fashion-MNIST ...")
 def _load_data(folder: str, stamp: tuple) -> FashionMNIST:
-    return load_fashion_mnist(folder, download=False)
+    return load_fashion_mnist(folder, download=False, cache_dir=paths.cache_dir())
 
 
 @st.cache_resource(show_spinner="Loading the model ...")

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -35,8 +37,11 @@ def measure(page: str) -> Iterator[None]:
     try:
         yield
     finally:
+        seconds = time.perf_counter() - started
         with record.lock:
-            record.runs.append((page, time.perf_counter() - started))
+            record.runs.append((page, seconds))
+        if os.environ.get("LATENT_LOG_TIMING") == "1":  # for bench/bench_app.py
+            print(f"latent-timing page={page!r} ms={1000 * seconds:.2f}", file=sys.stderr, flush=True)
 
 
 def recent(page: str | None = None) -> list[float]:
