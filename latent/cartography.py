@@ -118,13 +118,35 @@ def _join(values: Sequence[int] | None) -> str | None:
     return None if values is None else ",".join(str(int(v)) for v in values)
 
 
+#: What weighs each item when the map is stretched: its graph stretch squared, or the magnification factor.
+MAP_WEIGHTS = ("stretch", "mf")
+
+
+def magnification_weights(log_mf: ArrayLike) -> np.ndarray:
+    """Per-item cartogram weights from log magnification factors: MF_i / max MF, shape (N,) float64.
+
+    MF = sqrt(det G) at each encoded mean (GEOMETRY.md section 4: splat the MF at each mean). Collapsed
+    latent units can make det G vanish (log MF = -inf); such items get the smallest finite weight, so they
+    still count but never dominate. The cartogram's own preprocessing (clip, gamma, blur) then tames the
+    dynamic range.
+    """
+    v = np.asarray(log_mf, dtype=np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"log_mf must have shape (N,), got {v.shape}")
+    finite = np.isfinite(v)
+    if not finite.any():
+        return np.ones_like(v)
+    v = np.where(finite, v, v[finite].min())
+    return np.exp(v - v.max())
+
+
 def url_fields() -> tuple[FieldSpec, ...]:
     """The Cartography page's URL keys (all optional; absent means the default shown in brackets).
 
     ``measure`` (l2) the measure D; ``span`` (dims) what spans the slice; ``dims`` (the two most active) the
     slice's two latent dimensions ``i,j``; ``via`` (the two nearest items by likelihood) the slice's two items
     ``a,b``; ``extent`` (auto) the window's half-width; ``grid`` (32) nodes per side; ``target`` (the nearest
-    item) the end of the geodesic; ``view`` (slice) what the cartogram stretches.
+    item) the end of the geodesic; ``view`` (slice) what the cartogram stretches; ``weight`` (stretch) what weighs each item on the map.
     """
     return (
         choice_field("measure", tuple(MEASURES), "l2", "the measure D on decoded outputs"),
@@ -136,6 +158,7 @@ def url_fields() -> tuple[FieldSpec, ...]:
         FieldSpec("target", _parse_target, lambda v: None if v is None else str(int(v)), lambda ctx: None,
                   "the item at the far end of the geodesic"),
         choice_field("view", VIEWS, "slice", "what the cartogram stretches"),
+        choice_field("weight", MAP_WEIGHTS, "stretch", "what weighs each item on the map cartogram"),
     )
 
 

@@ -10,6 +10,7 @@ from latent.cartography import (
     CURVE_POINTS,
     EXTENTS,
     GRIDS,
+    MAP_WEIGHTS,
     SPANS,
     VIEWS,
     axis_offsets,
@@ -32,13 +33,16 @@ from ui import cartography_state as cs
 from ui import state
 from ui.palette import CLASS_COLOURS, QUERY_COLOUR
 from ui.geometry_resources import (
+    build_catalog_magnification,
     build_graph,
+    catalog_magnification,
     dimension_kl,
     exact_map,
     geodesic,
     get_decoder,
     get_graph,
     graph_distances,
+    mf_stretched_map,
     request_exact,
     request_geodesic,
     slice_key,
@@ -54,6 +58,7 @@ STRAIGHT_COLOUR = "#FFFFFF"
 GEODESIC_COLOUR = "#FF5A36"
 MEASURE_LABELS = {"l2": "L2 between decoded images", "bernoulli_kl": "Bernoulli KL (Fisher-Rao)"}
 SPAN_LABELS = {"dims": "two latent dimensions", "neighbours": "two neighbours"}
+WEIGHT_LABELS = {"stretch": "its stretch on the geodesic graph", "mf": "the magnification factor at its mean"}
 VIEW_LABELS = {"slice": "the slice", "map": "the UMAP map of all items"}
 CANDIDATES = 12  # nearest items offered as slice directions and geodesic targets
 FRAMES = 10  # decoded frames per interpolation strip
@@ -98,6 +103,7 @@ target = cs.extra("target")
 if target is None or np.array_equal(mu[target], z):
     target = candidates[0] if candidates else None
 view = cs.extra("view") or "slice"
+weight = cs.extra("weight") or "stretch"
 
 # ----------------------------------------------------------------------------- controls (sidebar)
 with st.sidebar:
@@ -354,14 +360,36 @@ if view == "slice":
                    f"{cart.seconds:.2f} s. A cartogram equalises area, not distance: curved metrics cannot be "
                    "flattened without distortion.")
 else:
-    graph_here = graph
-    if graph_here is None:
+    projector = get_map(res)
+    with note_col:
+        st.radio("Weigh each item by", MAP_WEIGHTS, format_func=WEIGHT_LABELS.get,
+                 **cs.bind(cs.W_WEIGHT, "weight", weight))
+    mcart = moved = None
+    if weight == "mf":
+        log_mf = catalog_magnification(res)
+        if log_mf is None:
+            with view_col:
+                st.info("The magnification factor at every one of the 70,000 means takes 10 JVPs each: about six "
+                        "minutes on 2 cores, once per model (then it is cached on disk).", icon=":material/functions:")
+                if st.button("Compute the magnification at every mean", key=cs.BTN_MF, icon=":material/functions:"):
+                    build_catalog_magnification(res)
+                    st.rerun()
+        else:
+            mcart, moved = mf_stretched_map(res, log_mf, projector.embedding_)
+            explanation = ("The UMAP map of all items, stretched so that each region's area follows the total "
+                           "**magnification factor** MF = √det G of its items, computed exactly at every mean: "
+                           "regions grow where the decoder stretches latent space (and where items are many).")
+    elif graph is None:
         with view_col:
             st.info("The map cartogram weighs each item by its local stretch, read off the geodesic graph: build the "
                     "graph above first.", icon=":material/hub:")
     else:
-        projector = get_map(res)
-        mcart, moved = stretched_map(res, graph_here, measure, projector.embedding_)
+        mcart, moved = stretched_map(res, graph, measure, projector.embedding_)
+        explanation = ("The UMAP map of all items, stretched so that each region's area follows the total "
+                       "**squared stretch** of its items. An item's stretch is the mean decoded distance per unit of "
+                       "latent distance along its graph edges (this project's finite-difference measure, a stand-in "
+                       "for √MF₂): regions grow where the decoder changes fast, and where items are many.")
+    if mcart is not None:
         xs, ys = grid_lines(mcart.corners, every=4)
         mfig = go.Figure(go.Scattergl(x=xs, y=ys, mode="lines", line=dict(color="#B0B4B8", width=1),
                                       name="grid lines", hoverinfo="skip"))
@@ -380,10 +408,7 @@ else:
         with view_col:
             st.plotly_chart(mfig, key="carto_map", config={"displaylogo": False, "scrollZoom": True})
         with note_col:
-            st.markdown("The UMAP map of all items, stretched so that each region's area follows the total "
-                        "**squared stretch** of its items. An item's stretch is the mean decoded distance per unit of "
-                        "latent distance along its graph edges (this project's finite-difference measure, a stand-in "
-                        "for √MF₂): regions grow where the decoder changes fast, and where items are many.")
+            st.markdown(explanation)
             st.caption(f"{mcart.density.shape[0]} × {mcart.density.shape[1]} cells · {mcart.n_steps} flow steps.")
 
 state.sync_url()

@@ -66,10 +66,10 @@ def test_url_keys_default_to_nothing_and_round_trip():
     state, warnings = parse({})
     assert warnings == []
     assert dict(state.extras) == {"measure": "l2", "span": "dims", "dims": None, "via": None, "extent": "auto",
-                                  "grid": "32", "target": None, "view": "slice"}
+                                  "grid": "32", "target": None, "view": "slice", "weight": "stretch"}
     assert set(to_query_params(state, schema=schema())) == {"z", "score", "k"}  # defaults stay out of the link
     link = {"measure": "bernoulli_kl", "span": "neighbours", "dims": "7,2", "via": "99,0", "extent": "1.5",
-            "grid": "64", "target": "42", "view": "map"}
+            "grid": "64", "target": "42", "view": "map", "weight": "mf"}
     state, warnings = parse(link)
     assert warnings == []
     assert state.extras["dims"] == (7, 2) and state.extras["via"] == (99, 0) and state.extras["target"] == 42
@@ -284,3 +284,16 @@ def test_grid_lines_draw_every_nth_row_and_column_and_the_frame():
     assert xs[:6] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and ys[:6] == [0.0] * 6
     with pytest.raises(ValueError):
         grid_lines(corners[..., 0])
+
+
+def test_magnification_weights_are_relative_mf_with_collapsed_items_at_the_floor():
+    from latent.cartography import magnification_weights
+
+    log_mf = np.array([-2.0, 0.5, -np.inf, 1.5, np.nan])
+    w = magnification_weights(log_mf)
+    finite = np.isfinite(log_mf)
+    np.testing.assert_allclose(w[finite], np.exp(log_mf[finite]) / np.exp(1.5))
+    assert w.max() == 1.0 and w[2] == w[4] == pytest.approx(np.exp(-2.0 - 1.5))
+    assert magnification_weights(np.full(3, -np.inf)).tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match=r"shape \(N,\)"):
+        magnification_weights(np.zeros((2, 2)))

@@ -239,3 +239,12 @@ def test_items_that_span_no_plane_fall_back_to_the_two_most_active_dimensions(ex
     assert layout["xaxis"]["title"]["text"] == f"z{i}" and layout["yaxis"]["title"]["text"] == f"z{j}"
     assert param(at, "via") == f"{item},{other}"  # the user's choice stays in the link
 
+
+
+def test_map_weighted_by_magnification_offers_the_computation_until_it_exists(expected, graph_folder):
+    at = new_app(PAGE, z=Z, view="map", weight="mf").run()
+    assert not at.exception
+    assert any("magnification factor at every one of the 70,000 means" in i.value for i in at.info)
+    assert at.button(key="btn_carto_mf").label == "Compute the magnification at every mean"
+    assert param(at, "weight") == "mf" and param(at, "view") == "map"
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("carto_map")]

@@ -253,3 +253,91 @@ def stretched_map(res: Resources, graph: LatentGraph, measure: str,
                   embedding: np.ndarray) -> tuple[Cartogram, np.ndarray]:
     """The UMAP map stretched by the items' squared graph stretch, and every item's carried position (N, 2)."""
     return _stretched_map(_graph_stamp(res, measure), graph, embedding)
+
+
+
+# --------------------------------------------------------------------------- magnification at every catalog mean
+
+
+def magnification_file(res: Resources) -> Path:
+    """Where the log MF at every catalog mean is cached (keyed by the catalog key: model hash + data)."""
+    return paths.cache_dir() / f"mf-{res.catalog.key[:20]}.npz"
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _load_catalog_mf(key: str, path: str, n: int) -> np.ndarray | None:
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if str(npz["key"]) != key:
+                return None
+            values = npz["log_mf"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if values.shape != (n,):
+        return None
+    values.setflags(write=False)
+    return values
+
+
+def catalog_magnification(res: Resources) -> np.ndarray | None:
+    """log MF = 0.5 log det G at every catalog mean (N,), or None until it has been computed."""
+    path = magnification_file(res)
+    if not path.is_file():
+        return None
+    values = _load_catalog_mf(res.catalog.key, str(path), len(res.catalog))
+    if values is None:  # stale or damaged: forget it so that a recomputed file is read
+        _load_catalog_mf.clear()
+    return values
+
+
+def build_catalog_magnification(res: Resources) -> np.ndarray:
+    """Compute log MF at every catalog mean (10 JVPs each; minutes) with a progress bar, and cache it on disk."""
+    import os
+    import tempfile
+    import time
+
+    from latent.geometry import log_magnification_at
+
+    n = len(res.catalog)
+    with st.status(f"Computing the magnification factor at all {n:,} means (10 JVPs each) ...",
+                   expanded=True) as status:
+        bar = st.progress(0.0, text="starting")
+        started = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - started
+            left = elapsed / max(done, 1) * (total - done)
+            bar.progress(min(done / total, 1.0), text=f"{done:,} of {total:,} means · about {left / 60:.0f} min left")
+
+        with torch_threads(1):
+            values = log_magnification_at(get_decoder(res), res.catalog.mu, batch_size=500, progress=progress)
+        path = magnification_file(res)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, key=np.array(res.catalog.key), log_mf=np.asarray(values, dtype=np.float64))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        status.update(label="Magnification at every mean computed and cached.", state="complete", expanded=False)
+    _load_catalog_mf.clear()
+    return np.asarray(values)
+
+
+@st.cache_resource(show_spinner="Stretching the map ...", max_entries=2)
+def _mf_stretched_map(key: str, _log_mf: np.ndarray, _embedding: np.ndarray) -> tuple[Cartogram, np.ndarray]:
+    from latent.cartography import magnification_weights
+
+    cart = map_cartogram(_embedding, magnification_weights(_log_mf))
+    moved = cart.map_points(np.asarray(_embedding, dtype=np.float64))
+    moved.setflags(write=False)
+    return cart, moved
+
+
+def mf_stretched_map(res: Resources, log_mf: np.ndarray, embedding: np.ndarray) -> tuple[Cartogram, np.ndarray]:
+    """The UMAP map stretched by the magnification factor at each item's mean, and every item's new position."""
+    return _mf_stretched_map(res.catalog.key, log_mf, embedding)
