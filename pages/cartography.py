@@ -64,7 +64,7 @@ CANDIDATES = 12  # nearest items offered as slice directions and geodesic target
 FRAMES = 10  # decoded frames per interpolation strip
 
 
-res, index, _ = start_page()  # presentation mode hides this page's sidebar
+res, index, presenting = start_page()  # presenting: no controls, only the pictures
 decoder = get_decoder(res)
 d = res.catalog.latent_dim
 mu = res.catalog.mu
@@ -106,34 +106,35 @@ view = cs.extra("view") or "slice"
 weight = cs.extra("weight") or "stretch"
 
 # ----------------------------------------------------------------------------- controls (sidebar)
-with st.sidebar:
-    st.subheader("Slice through the query")
-    st.radio("Spanned by", SPANS, format_func=SPAN_LABELS.get, horizontal=True,
-             help="Two latent axes through z, or the plane through z and two of its nearest items.",
-             **cs.bind(cs.W_SPAN, "span", span))
-    if span == "dims":
-        kx, ky = cs.bind_pair((cs.W_DIM_X, cs.W_DIM_Y), "dims", dims)
-        st.selectbox("Horizontal axis", range(d), format_func=dim_label, **kx,
-                     help="Each dimension with its mean KL to the prior: how much the model uses it.")
-        st.selectbox("Vertical axis", range(d), format_func=dim_label, **ky)
-    else:
-        options = with_current(candidates, via)
-        kx, ky = cs.bind_pair((cs.W_VIA_X, cs.W_VIA_Y), "via", via)
-        st.selectbox("Horizontal: towards item", options, format_func=item_label, **kx)
-        st.selectbox("Vertical: towards item", options, format_func=item_label, **ky,
-                     help="The vertical axis is the part of this direction orthogonal to the first.")
-    st.select_slider("Half-width", EXTENTS, format_func=extent_label, **cs.bind(cs.W_EXTENT, "extent", extent),
-                     help="The window around z: auto is ±3 for two dimensions, 1.25 x the farther item for two items.")
-    st.radio("Grid", GRIDS, format_func=lambda g: f"{g} × {g}", horizontal=True,
-             help="Nodes per side of the magnification map. 64 × 64 is finer and about four times slower.",
-             **cs.bind(cs.W_GRID, "grid", str(grid)))
-    st.subheader("Measure")
-    st.radio("Distance between decoded garments", list(MEASURES), format_func=MEASURE_LABELS.get,
-             help="L2: the pullback metric JᵀJ of the decoder mean. Bernoulli KL: √(2 KL) between the decoded "
-                  "pixel distributions, whose small-step limit is the Fisher-Rao metric.",
-             **cs.bind(cs.W_MEASURE, "measure", measure))
-    st.slider("Neighbours (k)", 1, state.K_MAX, key=state.W_K)
-    st.page_link("pages/explore.py", label="Set z on Explore", icon=":material/tune:")
+if not presenting:  # the projector layout draws no controls; the link holds every choice
+    with st.sidebar:
+        st.subheader("Slice through the query")
+        st.radio("Spanned by", SPANS, format_func=SPAN_LABELS.get, horizontal=True,
+                 help="Two latent axes through z, or the plane through z and two of its nearest items.",
+                 **cs.bind(cs.W_SPAN, "span", span))
+        if span == "dims":
+            kx, ky = cs.bind_pair((cs.W_DIM_X, cs.W_DIM_Y), "dims", dims)
+            st.selectbox("Horizontal axis", range(d), format_func=dim_label, **kx,
+                         help="Each dimension with its mean KL to the prior: how much the model uses it.")
+            st.selectbox("Vertical axis", range(d), format_func=dim_label, **ky)
+        else:
+            options = with_current(candidates, via)
+            kx, ky = cs.bind_pair((cs.W_VIA_X, cs.W_VIA_Y), "via", via)
+            st.selectbox("Horizontal: towards item", options, format_func=item_label, **kx)
+            st.selectbox("Vertical: towards item", options, format_func=item_label, **ky,
+                         help="The vertical axis is the part of this direction orthogonal to the first.")
+        st.select_slider("Half-width", EXTENTS, format_func=extent_label, **cs.bind(cs.W_EXTENT, "extent", extent),
+                         help="The window around z: auto is ±3 for two dimensions, 1.25 x the farther item for two items.")
+        st.radio("Grid", GRIDS, format_func=lambda g: f"{g} × {g}", horizontal=True,
+                 help="Nodes per side of the magnification map. 64 × 64 is finer and about four times slower.",
+                 **cs.bind(cs.W_GRID, "grid", str(grid)))
+        st.subheader("Measure")
+        st.radio("Distance between decoded garments", list(MEASURES), format_func=MEASURE_LABELS.get,
+                 help="L2: the pullback metric JᵀJ of the decoder mean. Bernoulli KL: √(2 KL) between the decoded "
+                      "pixel distributions, whose small-step limit is the Fisher-Rao metric.",
+                 **cs.bind(cs.W_MEASURE, "measure", measure))
+        st.slider("Neighbours (k)", 1, state.K_MAX, key=state.W_K)
+        st.page_link("pages/explore.py", label="Set z on Explore", icon=":material/tune:")
 
 # ----------------------------------------------------------------------------- the slice
 via_points = tuple(tuple(float(v) for v in mu[i]) for i in via) if span == "neighbours" else None
@@ -231,8 +232,9 @@ with tiles_col:
               "grid-difference estimate: the area of each decoded cell, √(|a|²|b|² − (a·b)²) / (Δs Δt)")
     st.caption(f"{grid - 1} × {grid - 1} cells, {MEASURE_LABELS[measure]}; {method}.")
     if exact is None:
-        st.button("Exact magnification (JVPs, a few seconds)", key=cs.BTN_EXACT, on_click=request_exact,
-                  args=(res, key), icon=":material/functions:")
+        if not presenting:
+            st.button("Exact magnification (JVPs, a few seconds)", key=cs.BTN_EXACT, on_click=request_exact,
+                      args=(res, key), icon=":material/functions:")
     else:
         diff = np.nanmax(np.abs(exact.log_mf - grid_mag.log_mf))
         st.caption(f"The grid estimate differs from the exact value by at most {diff:.3f} in log MF₂ here.")
@@ -244,13 +246,16 @@ if zb is None:
 else:
     left, right = st.columns([2, 5], gap="large")
     with left:
-        st.selectbox("Towards item", with_current(candidates, (target,)), format_func=item_label,
-                     help="One of the nearest items by likelihood.", **cs.bind(cs.W_TARGET, "target", target))
-        a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
-        a1.number_input("Or any item", 0, len(res.catalog) - 1, value=int(target), step=1, key=cs.W_TARGET_ANY)
-        a2.button("Use", key=cs.BTN_TARGET_ANY, width="stretch",
-                  on_click=lambda: cs.set_extra("target", int(st.session_state[cs.W_TARGET_ANY])))
-        if geo is None:
+        if presenting:
+            st.markdown(f"Towards **{item_label(target)}**")
+        else:
+            st.selectbox("Towards item", with_current(candidates, (target,)), format_func=item_label,
+                         help="One of the nearest items by likelihood.", **cs.bind(cs.W_TARGET, "target", target))
+            a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
+            a1.number_input("Or any item", 0, len(res.catalog) - 1, value=int(target), step=1, key=cs.W_TARGET_ANY)
+            a2.button("Use", key=cs.BTN_TARGET_ANY, width="stretch",
+                      on_click=lambda: cs.set_extra("target", int(st.session_state[cs.W_TARGET_ANY])))
+        if geo is None and not presenting:
             st.button("Compute the geodesic", key=cs.BTN_GEODESIC, on_click=request_geodesic,
                       args=(res, q.z, zb, measure), icon=":material/route:", type="primary",
                       help=f"Minimises the energy of a {CURVE_POINTS}-point latent curve with L-BFGS (about a second).")
@@ -294,7 +299,7 @@ with geo_col:
         st.info(f"The geodesic graph for this measure is not built yet. Building it decodes all "
                 f"{len(res.catalog):,} means once (about a minute here); it is then cached on disk.",
                 icon=":material/hub:")
-        if st.button("Build the geodesic graph", key=cs.BTN_GRAPH, icon=":material/hub:"):
+        if not presenting and st.button("Build the geodesic graph", key=cs.BTN_GRAPH, icon=":material/hub:"):
             build_graph(res, measure)
             st.rerun()
     else:
@@ -307,7 +312,8 @@ with geo_col:
 
 # ----------------------------------------------------------------------------- cartogram
 st.subheader("Cartogram: latent space stretched by the measure")
-st.radio("Stretch", VIEWS, format_func=VIEW_LABELS.get, horizontal=True, **cs.bind(cs.W_VIEW, "view", view))
+if not presenting:
+    st.radio("Stretch", VIEWS, format_func=VIEW_LABELS.get, horizontal=True, **cs.bind(cs.W_VIEW, "view", view))
 view_col, note_col = st.columns([3, 1], gap="large")
 
 
@@ -350,7 +356,8 @@ if view == "slice":
     with view_col:
         st.plotly_chart(cfig, key="carto_cartogram", config={"displaylogo": False})
     with note_col:
-        st.toggle("Garments on the map", key=cs.W_GARMENTS)
+        if not presenting:
+            st.toggle("Garments on the map", key=cs.W_GARMENTS)
         target_area = cart.target_areas()
         st.markdown("Each cell's area now follows MF₂ (after clipping to the 1st-99th percentiles, γ = 0.5 and a "
                     "blur of 2 cells): regions where the decoder changes fast are **enlarged**, flat ones "
@@ -361,9 +368,10 @@ if view == "slice":
                    "flattened without distortion.")
 else:
     projector = get_map(res)
-    with note_col:
-        st.radio("Weigh each item by", MAP_WEIGHTS, format_func=WEIGHT_LABELS.get,
-                 **cs.bind(cs.W_WEIGHT, "weight", weight))
+    if not presenting:
+        with note_col:
+            st.radio("Weigh each item by", MAP_WEIGHTS, format_func=WEIGHT_LABELS.get,
+                     **cs.bind(cs.W_WEIGHT, "weight", weight))
     mcart = moved = None
     if weight == "mf":
         log_mf = catalog_magnification(res)
@@ -371,7 +379,8 @@ else:
             with view_col:
                 st.info("The magnification factor at every one of the 70,000 means takes 10 JVPs each: about six "
                         "minutes on 2 cores, once per model (then it is cached on disk).", icon=":material/functions:")
-                if st.button("Compute the magnification at every mean", key=cs.BTN_MF, icon=":material/functions:"):
+                if not presenting and st.button("Compute the magnification at every mean", key=cs.BTN_MF,
+                                                icon=":material/functions:"):
                     build_catalog_magnification(res)
                     st.rerun()
         else:

@@ -74,3 +74,15 @@ def test_cartography_keeps_its_keys_and_hides_the_sidebar_when_presenting():
     assert (link["present"], link["dims"], link["measure"]) == ("1", "0,2", "bernoulli_kl")
     styles = [h.proto.body for h in at.get("html")]
     assert any('[data-testid="stSidebar"]' in css and "display: none" in css for css in styles)
+
+
+def test_cartography_draws_no_controls_when_presenting():
+    normal = new_app("pages/cartography.py", view="map", weight="mf").run()
+    presenting = new_app("pages/cartography.py", present="1", view="map", weight="mf").run()
+    assert not presenting.exception
+    controls = ("selectbox", "number_input", "radio", "toggle", "slider", "select_slider")
+    assert sum(len(normal.get(kind)) for kind in controls) > 0  # the page does have controls
+    assert sum(len(presenting.get(kind)) for kind in controls) == 0
+    labels = [b.label for b in presenting.button]
+    assert labels == ["Exit presentation"], labels
+    assert [c for c in presenting.get("plotly_chart") if c.proto.id.endswith("carto_heatmap")]  # the pictures stay
