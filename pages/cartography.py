@@ -278,6 +278,8 @@ else:
 
 # ----------------------------------------------------------------------------- rankings
 st.subheader("Nearest by likelihood, nearest along the manifold")
+if cs.take_request(cs.GRAPH_REQUESTED) and get_graph(res, measure) is None:
+    build_graph(res, measure)  # asked for with the button below (a progress bar here, then cached on disk)
 graph = get_graph(res, measure)
 distances = graph_distances(res, graph, measure, q.z) if graph is not None else None
 like_col, geo_col = st.columns(2, gap="large")
@@ -299,9 +301,9 @@ with geo_col:
         st.info(f"The geodesic graph for this measure is not built yet. Building it decodes all "
                 f"{len(res.catalog):,} means once (about a minute here); it is then cached on disk.",
                 icon=":material/hub:")
-        if not presenting and st.button("Build the geodesic graph", key=cs.BTN_GRAPH, icon=":material/hub:"):
-            build_graph(res, measure)
-            st.rerun()
+        if not presenting:
+            st.button("Build the geodesic graph", key=cs.BTN_GRAPH, icon=":material/hub:", on_click=cs.request,
+                      args=(cs.GRAPH_REQUESTED,))
     else:
         geo_items, geo_dist = top_k(distances, k)
         like_rank = ranks_of(index.scores_all(z, score="likelihood"), geo_items, True)
@@ -375,14 +377,16 @@ else:
     mcart = moved = None
     if weight == "mf":
         log_mf = catalog_magnification(res)
+        if log_mf is None and cs.take_request(cs.MF_REQUESTED):
+            with view_col:
+                log_mf = build_catalog_magnification(res)
         if log_mf is None:
             with view_col:
                 st.info("The magnification factor at every one of the 70,000 means takes 10 JVPs each: about six "
                         "minutes on 2 cores, once per model (then it is cached on disk).", icon=":material/functions:")
-                if not presenting and st.button("Compute the magnification at every mean", key=cs.BTN_MF,
-                                                icon=":material/functions:"):
-                    build_catalog_magnification(res)
-                    st.rerun()
+                if not presenting:
+                    st.button("Compute the magnification at every mean", key=cs.BTN_MF, icon=":material/functions:",
+                              on_click=cs.request, args=(cs.MF_REQUESTED,))
         else:
             mcart, moved = mf_stretched_map(res, log_mf, projector.embedding_)
             explanation = ("The UMAP map of all items, stretched so that each region's area follows the total "

@@ -248,3 +248,18 @@ def test_map_weighted_by_magnification_offers_the_computation_until_it_exists(ex
     assert at.button(key="btn_carto_mf").label == "Compute the magnification at every mean"
     assert param(at, "weight") == "mf" and param(at, "view") == "map"
     assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith("carto_map")]
+
+
+def test_build_buttons_ask_for_the_work_through_a_request_that_survives_reruns(expected, graph_folder, monkeypatch):
+    """The heavy jobs run when their button is clicked (here with the job replaced by a recorder: the real
+    ones take minutes and are tested in the library)."""
+    import ui.geometry_resources as gr
+
+    asked = []
+    monkeypatch.setattr(gr, "build_catalog_magnification", lambda res: asked.append("mf") or None)
+    at = new_app(PAGE, z=Z, view="map", weight="mf").run()
+    at.button(key="btn_carto_mf").click().run()
+    assert not at.exception
+    assert asked == ["mf"]
+    at.run()
+    assert asked == ["mf"], "a request is taken once"

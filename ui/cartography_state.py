@@ -30,6 +30,8 @@ W_TARGET_ANY = "w_carto_target_any"
 W_VIEW = "w_carto_view"
 W_WEIGHT = "w_carto_weight"
 BTN_MF = "btn_carto_mf"
+MF_REQUESTED = "carto_mf_requested"  # set by the button, read once by the page
+GRAPH_REQUESTED = "carto_graph_requested"
 W_GARMENTS = "w_carto_garments"
 BTN_EXACT = "btn_carto_exact"
 BTN_GEODESIC = "btn_carto_geodesic"
@@ -79,3 +81,14 @@ def bind_pair(keys: tuple[str, str], name: str, shown: tuple[Any, Any]) -> tuple
         st.session_state[key] = shown[index]
         out.append({"key": key, "on_change": _store_pair, "args": (key, index, name, tuple(shown))})
     return out[0], out[1]
+
+
+def request(flag: str) -> None:
+    """Button callback: ask this run to do a heavy job (callbacks run before the script, so the request
+    survives any rerun of the page, unlike a button's one-shot value)."""
+    st.session_state[flag] = True
+
+
+def take_request(flag: str) -> bool:
+    """True once after :func:`request` set ``flag``."""
+    return bool(st.session_state.pop(flag, False))
