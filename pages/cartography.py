@@ -382,7 +382,7 @@ else:
                 log_mf = build_catalog_magnification(res)
         if log_mf is None:
             with view_col:
-                st.info("The magnification factor at every one of the 70,000 means takes 10 JVPs each: about six "
+                st.info("The magnification factor at every one of the 70,000 means takes 10 JVPs each: about four "
                         "minutes on 2 cores, once per model (then it is cached on disk).", icon=":material/functions:")
                 if not presenting:
                     st.button("Compute the magnification at every mean", key=cs.BTN_MF, icon=":material/functions:",
