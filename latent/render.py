@@ -29,12 +29,16 @@ def upscale(image: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(array, int(scale), axis=0), int(scale), axis=1)
 
 
-def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
-    """Encode an (H, W) image (uint8 or floats in [0, 1]) as a grayscale PNG, upscaled by ``scale``."""
+def png_bytes(image: np.ndarray, scale: int = 1, compress_level: int = 1) -> bytes:
+    """Encode an (H, W) image (uint8 or floats in [0, 1]) as a grayscale PNG, upscaled by ``scale``.
+
+    PNG is lossless at every ``compress_level`` (0-9); the default 1 is the fastest that still compresses
+    the large flat blocks of an upscaled image well, which matters because pages encode on every rerun.
+    """
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(upscale(to_uint8(image), scale), mode="L").save(buffer, format="PNG")
+    Image.fromarray(upscale(to_uint8(image), scale), mode="L").save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 

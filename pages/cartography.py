@@ -52,7 +52,7 @@ from ui.geometry_resources import (
     stretched_slice,
 )
 from ui.page import start_page
-from ui.resources import active_dimensions, get_map
+from ui.resources import active_dimensions, get_map, thumbnail_png
 
 STRAIGHT_COLOUR = "#FFFFFF"
 GEODESIC_COLOUR = "#FF5A36"
@@ -290,7 +290,7 @@ with like_col:
     captions = [f"{CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {v:.2f}" for i, v in zip(like_items, like_values)]
     if distances is not None:
         captions = [f"{c} · geodesic #{r}" for c, r in zip(captions, ranks_of(distances, like_items, False))]
-    st.image([png_bytes(res.data.images[i], scale=3) for i in like_items], caption=captions, width=84,
+    st.image([thumbnail_png(res, i, 3) for i in like_items], caption=captions, width=84,
              output_format="PNG")
 with geo_col:
     st.markdown("#### Graph geodesic distance")
@@ -309,7 +309,7 @@ with geo_col:
         like_rank = ranks_of(index.scores_all(z, score="likelihood"), geo_items, True)
         captions = [f"{CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {v:.2f} · likelihood #{r}"
                     for i, v, r in zip(geo_items, geo_dist, like_rank)]
-        st.image([png_bytes(res.data.images[i], scale=3) for i in geo_items], caption=captions, width=84,
+        st.image([thumbnail_png(res, i, 3) for i in geo_items], caption=captions, width=84,
                  output_format="PNG")
 
 # ----------------------------------------------------------------------------- cartogram

@@ -10,7 +10,7 @@ from latent.render import png_bytes, sheet
 from latent.scores import SCORES
 from ui import presentation, state
 from ui.page import start_page
-from ui.resources import active_dimensions
+from ui.resources import thumbnail_png, active_dimensions
 
 
 #: Headings of the three galleries.
@@ -60,9 +60,9 @@ left, right = st.columns([2, 3], gap="large")
 with left:
     st.image(png_bytes(decoded, scale=presentation.size(12, 16)), caption="Decoded garment: the decoder mean for z",
              width=presentation.size(336, 448), output_format="PNG")
-    if not presenting:
-        st.download_button("Download PNG", png_bytes(decoded, scale=12), file_name="latent-explorer-z.png",
-                           mime="image/png", icon=":material/download:", key="dl_png")
+    if not presenting:  # the PNG is made on click (a callable), not on every rerun
+        st.download_button("Download PNG", lambda: png_bytes(decoded, scale=12, compress_level=6),
+                           file_name="latent-explorer-z.png", mime="image/png", icon=":material/download:", key="dl_png")
 with right:
     if q.item is not None:
         st.markdown(f"**Item #{q.item}** · {CLASS_NAMES[int(res.catalog.labels[q.item])]} · "
@@ -95,7 +95,7 @@ for column, name in zip(columns, state.EXPLORE_SCORES):
     with column:
         st.markdown(f"#### {GALLERY_TITLES[name]}")
         st.caption(score.summary + (" Higher is nearer." if score.higher_is_nearer else " Lower is nearer."))
-        thumbs = [png_bytes(res.data.images[i], scale=presentation.size(3, 4)) for i in rows["item"]]
+        thumbs = [thumbnail_png(res, i, presentation.size(3, 4)) for i in rows["item"]]
         captions = [f"{c} #{i} · {v:.2f}" for c, i, v in zip(rows["class"], rows["item"], rows["value"])]
         st.image(thumbs, caption=captions, width=presentation.size(84, 112), output_format="PNG")
 
@@ -104,8 +104,9 @@ if not presenting:
     d1.download_button("Download rankings (CSV)", table.to_csv(index=False).encode(),
                        file_name="latent-explorer-rankings.csv", mime="text/csv", icon=":material/table_view:",
                        key="dl_csv")
-    d2.download_button("Download neighbours (PNG)", png_bytes(sheet(np.stack(
-        [res.data.images[table.loc[table["score"] == n, "item"].to_numpy()] for n in state.EXPLORE_SCORES]), scale=3)),
+    sheet_items = [table.loc[table["score"] == n, "item"].to_numpy() for n in state.EXPLORE_SCORES]
+    d2.download_button("Download neighbours (PNG)", lambda: png_bytes(sheet(np.stack(
+        [res.data.images[items] for items in sheet_items]), scale=3), compress_level=6),
         file_name="latent-explorer-neighbours.png", mime="image/png", icon=":material/download:", key="dl_strip",
         help="One row per score: " + ", ".join(state.EXPLORE_SCORES))
 state.sync_url()

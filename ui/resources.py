@@ -213,3 +213,38 @@ def get_map(res: Resources):
         status.update(label="Map ready.", state="complete", expanded=False)
     _load_map.clear()
     return result.projector
+
+
+
+class _Thumbnails:
+    """PNG bytes of dataset images, encoded once per (item, scale) and shared by all sessions."""
+
+    def __init__(self, images) -> None:
+        import threading
+
+        self._images = images
+        self._lock = threading.Lock()
+        self._png: dict[tuple[int, int], bytes] = {}
+
+    def get(self, item: int, scale: int) -> bytes:
+        key = (int(item), int(scale))
+        png = self._png.get(key)
+        if png is None:
+            from latent.render import png_bytes
+
+            png = png_bytes(self._images[key[0]], scale=key[1])
+            with self._lock:
+                if len(self._png) > 50_000:  # bounded: a few KB each
+                    self._png.clear()
+                self._png[key] = png
+        return png
+
+
+@st.cache_resource(show_spinner=False)
+def _thumbnails(fingerprint: str, _data: FashionMNIST) -> _Thumbnails:
+    return _Thumbnails(_data.images)
+
+
+def thumbnail_png(res: Resources, item: int, scale: int) -> bytes:
+    """The dataset image ``item`` as PNG bytes, upscaled by ``scale`` (cached: images never change)."""
+    return _thumbnails(res.data.fingerprint, res.data).get(item, scale)
