@@ -85,6 +85,20 @@ def _fail(title: str, exc: Exception) -> None:
     st.stop()
 
 
+def mirror_url() -> str:
+    """``$LATENT_DATA_URL`` (an http or https address) or Zalando Research's official mirror."""
+    from urllib.parse import urlparse
+
+    from latent.data import OFFICIAL_MIRROR
+
+    url = os.environ.get("LATENT_DATA_URL") or OFFICIAL_MIRROR
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise DataError(f"LATENT_DATA_URL={url!r} is not an http or https address; unset it to use the official "
+                        f"mirror {OFFICIAL_MIRROR}.")
+    return url
+
+
 def _download_with_progress(folder: Path) -> None:
     from latent.data import download_fashion_mnist
 
@@ -95,7 +109,7 @@ def _download_with_progress(folder: Path) -> None:
             if total:
                 bar.progress(min(done / total, 1.0), text=f"{label}: {done / 1e6:.1f} of {total / 1e6:.1f} MB")
 
-        download_fashion_mnist(folder, progress=progress)
+        download_fashion_mnist(folder, base_url=mirror_url(), progress=progress)
         status.update(label="Fashion-MNIST downloaded and verified.", state="complete", expanded=False)
 
 
