@@ -8,10 +8,12 @@ the whole catalog gives, nearest first and ties broken by the lower item index.
 
 Linear feature maps
 -------------------
-Every score except bhattacharyya is, up to a monotone map, an inner product between per-item features
-psi(x) and per-query features phi(z, s). Write y = z - c and m = mu - c for a fixed centre c (the
-catalog's mean mu; the scores only depend on z - mu, and centring keeps float32 cancellation small),
-a = 1/sigma^2 and w = 1/(2 s^2), all per dimension, and let "key" be psi . phi, higher = nearer:
+Every score is, up to a monotone map, an inner product between per-item features psi(x) and per-query
+features phi(z, s). Write y = z - c and m = mu - c for a fixed centre c (the catalog's mean mu; the
+scores only depend on z - mu, and centring keeps float32 cancellation small), a = 1/sigma^2 and
+w = 1/(2 s^2), all per dimension, and let "key" be psi . phi, higher = nearer.
+
+Four scores have item features that do not depend on the spread s:
 
 * likelihood: log q(z|x) = sum[-(y - m)^2 a/2 - log sigma] - (d/2) log 2pi
   = sum y^2 (-a/2) + sum y (m a) + sum(-m^2 a/2 - log sigma) - (d/2) log 2pi, so
@@ -22,24 +24,30 @@ a = 1/sigma^2 and w = 1/(2 s^2), all per dimension, and let "key" be psi . phi, 
   identity kl = -log q(z|x) + sum s^2/(2 sigma^2) + c(s).)
 * mahalanobis^2 = sum (y - m)^2 a = sum y^2 a - 2 sum y m a + sum m^2 a:
   psi = [-a, 2 m a, -sum m^2 a], phi = [y^2, y, 1], value = sqrt(-key).
-* kl_reverse = sum[log s - log sigma + (sigma^2 + (m - y)^2) w - 1/2]
-  = sum w (sigma^2 + m^2) - sum 2 w y m - sum log sigma + sum(log s + w y^2 - 1/2):
-  psi = [-(sigma^2 + m^2), m, sum log sigma], phi = [w, 2 w y, 1], value = sum(log s + w y^2 - 1/2) - key.
-* jeffreys = kl + kl_reverse = sum[(s^2 + y^2) a/2 - y m a + m^2 a/2 + w (sigma^2 + m^2) - 2 w y m + w y^2 - 1]:
-  psi = [-a/2, m a, -(sigma^2 + m^2), m, -sum m^2 a/2], phi = [s^2 + y^2, y, w, 2 w y, 1] (4d + 1
-  features), value = sum(w y^2 - 1) - key.
-* wasserstein2^2 = sum (y - m)^2 + sum (t - r)^2 with t = s - c_s and r = sigma - c_s for a fixed spread
-  centre c_s (the default spread; only s - sigma matters) = sum(y^2 + t^2) - 2 sum y m - 2 sum t r
-  + sum(m^2 + r^2): psi = [2 m, 2 r, -sum(m^2 + r^2)], phi = [y, t, 1], value = sqrt(sum(y^2 + t^2) - key).
 * euclidean^2 = sum y^2 - 2 sum y m + sum m^2: psi = [2 m, -sum m^2], phi = [y, 1] (d + 1 features),
   value = sqrt(sum y^2 - key).
+
+The other four are linear too, in fewer features, once s is fixed: s then only enters constants. The
+index builds their features for the default spread at fit time, and for another spread the first time
+it is asked for (kept in a small cache), so moving z at a fixed s, as the dashboard does, costs one
+inner product per item:
+
+* kl_reverse = sum[log s - log sigma + (sigma^2 + (m - y)^2) w - 1/2]
+  = sum w y^2 - 2 sum w y m + sum[w (sigma^2 + m^2) - log sigma] + sum(log s - 1/2), a weighted
+  Euclidean distance plus a per-item constant: psi_s = [m, -sum(w (sigma^2 + m^2) - log sigma)],
+  phi = [2 w y, 1] (d + 1 features), value = sum(w y^2 + log s - 1/2) - key.
+* wasserstein2^2 = sum (y - m)^2 + sum (s - sigma)^2 = sum y^2 - 2 sum y m + sum[m^2 + (s - sigma)^2]:
+  psi_s = [m, -sum(m^2 + (s - sigma)^2)], phi = [2 y, 1] (d + 1 features), value = sqrt(sum y^2 - key).
+* jeffreys = kl + kl_reverse = sum[(s^2 + y^2) a/2 - y m a + m^2 a/2 + w (sigma^2 + m^2) - 2 w y m + w y^2 - 1]
+  = sum y^2 (a/2) - sum y m (a + 2 w) + sum[(s^2 + m^2) a/2 + w (sigma^2 + m^2)] + sum(w y^2) - d:
+  psi_s = [-a/2, m (a + 2 w), -sum((s^2 + m^2) a/2 + w (sigma^2 + m^2))], phi = [y^2, y, 1]
+  (2d + 1 features), value = sum(w y^2) - d - key.
 * bhattacharyya mixes s into each item's variance, v = sigma^2 + s^2, so it is not linear in features
   that are independent of s. For one fixed s it is: with b = 1/(4 v),
   D_B = sum (y - m)^2 b + (1/2) log(v / (2 s sigma))
   = sum y^2 b - 2 sum y m b + sum(m^2 b + (1/2) log v - (1/2) log sigma) - (1/2) sum log(2 s), so
   psi_s = [-b, 2 m b, -sum(m^2 b + log(v)/2 - log(sigma)/2)], phi = [y^2, y, 1] and
-  value = -(1/2) sum log(2 s) - key. The index builds psi_s directly and vectorised the first time it
-  sees a spread s and keeps the last few, so moving z at a fixed s costs one inner product per item.
+  value = -(1/2) sum log(2 s) - key.
 
 Exactness
 ---------
@@ -77,10 +85,9 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike
 
 from latent.scores import (
@@ -93,24 +100,22 @@ from latent.scores import (
     get_score,
 )
 
-#: Search backends by name: "torch" (default) and "faiss" (FAISS's exact inner-product index).
-BACKENDS: tuple[str, ...] = ("torch", "faiss")
+if TYPE_CHECKING:
+    import torch
 
-#: Scores searched through a linear feature map with spread-independent features.
-LINEAR_SCORES: tuple[str, ...] = (
-    "likelihood",
-    "kl",
-    "mahalanobis",
-    "kl_reverse",
-    "jeffreys",
-    "wasserstein2",
-    "euclidean",
-)
+#: Search backends by name: "blas" (default: numpy's BLAS) and "faiss" (FAISS's exact inner-product index).
+BACKENDS: tuple[str, ...] = ("blas", "faiss")
+
+#: Scores whose item features do not depend on the spread s (built once, at fit time).
+LINEAR_SCORES: tuple[str, ...] = ("likelihood", "kl", "mahalanobis", "euclidean")
+
+#: Scores whose item features are built for one spread s (the default at fit time, others on first use).
+SPREAD_FEATURE_SCORES: tuple[str, ...] = ("kl_reverse", "jeffreys", "wasserstein2", "bhattacharyya")
 
 _U32 = 2.0**-24  # float32 unit roundoff
 _U64 = 2.0**-53  # float64 unit roundoff
 _FLOAT32_SAFE = 1e30  # features or keys beyond this could overflow float32: use float64 brute force
-_SPREAD_CACHE_SIZE = 4  # bhattacharyya feature matrices kept, by spread
+_SPREAD_CACHE_SIZE = 4  # feature matrices kept per spread-dependent score, by spread
 _EXTRA_BLOCKS = 8  # blocks gathered beyond k, so the left-out maximum is usually well below the k-th key
 _EXTRA_CANDIDATES = 24  # candidates rescored beyond k
 _QUERY_CHUNK = 8  # queries per matrix product in batches: their keys (8 x N) stay in cache
@@ -150,10 +155,10 @@ _FORMS: dict[str, _Form] = {
     "likelihood": _Form(("d", "d", "1"), squared=False, higher_is_nearer=True, spread_features=False),
     "kl": _Form(("d", "d", "1"), squared=False, higher_is_nearer=False, spread_features=False),
     "mahalanobis": _Form(("d", "d", "1"), squared=True, higher_is_nearer=False, spread_features=False),
-    "kl_reverse": _Form(("d", "d", "1"), squared=False, higher_is_nearer=False, spread_features=False),
-    "jeffreys": _Form(("d", "d", "d", "d", "1"), squared=False, higher_is_nearer=False, spread_features=False),
-    "wasserstein2": _Form(("d", "d", "1"), squared=True, higher_is_nearer=False, spread_features=False),
     "euclidean": _Form(("d", "1"), squared=True, higher_is_nearer=False, spread_features=False),
+    "kl_reverse": _Form(("d", "1"), squared=False, higher_is_nearer=False, spread_features=True),
+    "jeffreys": _Form(("d", "d", "1"), squared=False, higher_is_nearer=False, spread_features=True),
+    "wasserstein2": _Form(("d", "1"), squared=True, higher_is_nearer=False, spread_features=True),
     "bhattacharyya": _Form(("d", "d", "1"), squared=False, higher_is_nearer=False, spread_features=True),
 }
 
@@ -170,37 +175,31 @@ def item_features(
     mu: ArrayLike,
     sigma: ArrayLike,
     center: ArrayLike | None = None,
-    spread_center: ArrayLike | None = None,
     s: ArrayLike | float | None = None,
 ) -> np.ndarray:
-    """The item features psi of shape (N, m) for a linear score (m = 2d+1, d+1 for euclidean, 4d+1 for jeffreys).
+    """The item features psi of shape (N, m) of a score: m = 2d+1, or d+1 for euclidean, kl_reverse
+    and wasserstein2.
 
-    ``center`` (d,) defaults to 0 and ``spread_center`` (d,) to 0; the index uses the catalog mean and
-    the default spread. ``s`` is needed only for bhattacharyya (None: the default spread). Together with
+    ``center`` (d,) defaults to 0; the index uses the catalog mean. ``s`` is used only by the scores in
+    :data:`SPREAD_FEATURE_SCORES` (None: the default spread of ``sigma``). Together with
     :func:`query_features` and :func:`value_from_key` this reproduces ``SCORES[name].fn`` (see the module
     docstring for the derivation of each map).
     """
     mu_array, sigma_array = check_catalog(mu, sigma)
     d = mu_array.shape[1]
     center_array = np.zeros(d) if center is None else check_query(center, d)
-    spread_center = np.zeros(d) if spread_center is None else check_query(spread_center, d)
     if name not in _FORMS:
         raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
     spread = None
     if _FORMS[name].spread_features:
         spread = default_spread(sigma_array) if s is None else np.broadcast_to(check_spread(s, d), (d,))
-    return _item_features(name, mu_array - center_array, sigma_array, np.log(sigma_array), spread_center, spread).psi
+    return _item_features(name, mu_array - center_array, sigma_array, np.log(sigma_array), spread).psi
 
 
 def _item_features(
-    name: str,
-    m: np.ndarray,
-    sigma: np.ndarray,
-    log_sigma: np.ndarray,
-    spread_center: np.ndarray,
-    s: np.ndarray | None,
+    name: str, m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s: np.ndarray | None
 ) -> _ItemFeatures:
-    """psi for centred means m (N, d), sigma (N, d), log sigma (N, d); s (d,) for bhattacharyya only."""
+    """psi for centred means m (N, d), sigma (N, d), log sigma (N, d); s (d,) for the spread-feature scores."""
     name = _SHARED_FEATURES.get(name, name)
     if name == "likelihood":
         a = 1.0 / (sigma * sigma)  # (N, d)
@@ -213,24 +212,31 @@ def _item_features(
         const = -(m * m * a).sum(axis=1)
         magnitude = -const
         psi = np.concatenate([-a, 2.0 * m * a, _column(const)], axis=1)
-    elif name == "kl_reverse":
-        const = log_sigma.sum(axis=1)
-        magnitude = np.abs(log_sigma).sum(axis=1)
-        psi = np.concatenate([-(sigma * sigma + m * m), m, _column(const)], axis=1)
-    elif name == "jeffreys":
-        a = 1.0 / (sigma * sigma)
-        const = -0.5 * (m * m * a).sum(axis=1)
-        magnitude = -const
-        psi = np.concatenate([-0.5 * a, m * a, -(sigma * sigma + m * m), m, _column(const)], axis=1)  # (N, 4d+1)
-    elif name == "wasserstein2":
-        r = sigma - spread_center  # (N, d)
-        const = -(m * m + r * r).sum(axis=1)
-        magnitude = -const
-        psi = np.concatenate([2.0 * m, 2.0 * r, _column(const)], axis=1)
     elif name == "euclidean":
         const = -(m * m).sum(axis=1)
         magnitude = -const
         psi = np.concatenate([2.0 * m, _column(const)], axis=1)  # (N, d+1)
+    elif name == "kl_reverse":
+        assert s is not None
+        w = 0.5 / (s * s)  # (d,)
+        spread_part = (w * (sigma * sigma + m * m)).sum(axis=1)  # (N,)
+        const = log_sigma.sum(axis=1) - spread_part
+        magnitude = spread_part + np.abs(log_sigma).sum(axis=1)
+        psi = np.concatenate([m, _column(const)], axis=1)  # (N, d+1)
+    elif name == "wasserstein2":
+        assert s is not None
+        gap = s - sigma  # (N, d)
+        const = -(m * m + gap * gap).sum(axis=1)
+        magnitude = -const
+        psi = np.concatenate([m, _column(const)], axis=1)  # (N, d+1)
+    elif name == "jeffreys":
+        assert s is not None
+        w = 0.5 / (s * s)  # (d,)
+        a = 1.0 / (sigma * sigma)
+        m2 = m * m
+        const = -(0.5 * (s * s + m2) * a + w * (sigma * sigma + m2)).sum(axis=1)
+        magnitude = -const
+        psi = np.concatenate([-0.5 * a, m * (a + 2.0 * w), _column(const)], axis=1)  # (N, 2d+1)
     elif name == "bhattacharyya":
         assert s is not None
         v = sigma * sigma + s * s  # (N, d) summed variances
@@ -246,16 +252,13 @@ def _item_features(
 
 
 def query_features(
-    name: str,
-    z: ArrayLike,
-    s: ArrayLike | float,
-    center: ArrayLike | None = None,
-    spread_center: ArrayLike | None = None,
+    name: str, z: ArrayLike, s: ArrayLike | float, center: ArrayLike | None = None
 ) -> tuple[np.ndarray, float]:
-    """The query features phi (m,) and the constant c of a linear score, for one query z (d,) and spread s.
+    """The query features phi (m,) and the constant c of a score, for one query z (d,) and spread s.
 
-    With psi from :func:`item_features` (same centres), ``value_from_key(name, psi @ phi, c)`` equals
-    ``SCORES[name].fn(z, mu, sigma, s)`` up to float64 rounding.
+    With psi from :func:`item_features` (same centre and, for the spread-feature scores, same s),
+    ``value_from_key(name, psi @ phi, c)`` equals ``SCORES[name].fn(z, mu, sigma, s)`` up to float64
+    rounding.
     """
     z_array = np.asarray(z, dtype=np.float64)
     if z_array.ndim != 1:
@@ -264,49 +267,44 @@ def query_features(
     z_array = check_query(z_array, d)[None, :]  # (1, d)
     spread = np.broadcast_to(check_spread(s, d), (d,))
     center_array = np.zeros(d) if center is None else check_query(center, d)
-    spread_center = np.zeros(d) if spread_center is None else check_query(spread_center, d)
     if name not in _FORMS:
         raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
-    query = _query_features(name, z_array - center_array, spread, spread_center)
+    query = _query_features(name, z_array - center_array, spread)
     return query.phi[0], float(query.const[0])
 
 
-def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_center: np.ndarray) -> _QueryFeatures:
+def _query_features(name: str, y: np.ndarray, s: np.ndarray) -> _QueryFeatures:
     """phi (B, m) for centred queries y (B, d) and spread s (d,)."""
     batch, d = y.shape
     ones = np.ones((batch, 1))
-    zeros = np.zeros(batch)
     y2 = y * y  # (B, d)
     if name in ("likelihood", "mahalanobis"):
         phi = np.concatenate([y2, y, ones], axis=1)
-        const = np.full(batch, -0.5 * d * math.log(2.0 * math.pi)) if name == "likelihood" else zeros
+        const = np.full(batch, -0.5 * d * math.log(2.0 * math.pi) if name == "likelihood" else 0.0)
         magnitude = np.abs(const)
     elif name == "kl":
         phi = np.concatenate([s * s + y2, y, ones], axis=1)
-        log_s_sum = float(np.log(s).sum())
-        const = np.full(batch, -log_s_sum - 0.5 * d)
+        const = np.full(batch, -float(np.log(s).sum()) - 0.5 * d)
         magnitude = np.full(batch, float(np.abs(np.log(s)).sum()) + 0.5 * d)
-    elif name == "kl_reverse":
-        w = 0.5 / (s * s)  # (d,)
-        phi = np.concatenate([np.repeat(w[None, :], batch, axis=0), 2.0 * w * y, ones], axis=1)
-        wy2 = (w * y2).sum(axis=1)  # (B,)
-        const = float(np.log(s).sum()) + wy2 - 0.5 * d
-        magnitude = float(np.abs(np.log(s)).sum()) + wy2 + 0.5 * d
-    elif name == "jeffreys":
-        w = 0.5 / (s * s)
-        phi = np.concatenate([s * s + y2, y, np.repeat(w[None, :], batch, axis=0), 2.0 * w * y, ones], axis=1)
-        wy2 = (w * y2).sum(axis=1)
-        const = wy2 - d
-        magnitude = wy2 + d
-    elif name == "wasserstein2":
-        t = s - spread_center  # (d,)
-        phi = np.concatenate([y, np.repeat(t[None, :], batch, axis=0), ones], axis=1)
-        const = y2.sum(axis=1) + float((t * t).sum())
-        magnitude = const
     elif name == "euclidean":
         phi = np.concatenate([y, ones], axis=1)
         const = y2.sum(axis=1)
         magnitude = const
+    elif name == "kl_reverse":
+        w = 0.5 / (s * s)  # (d,)
+        phi = np.concatenate([2.0 * w * y, ones], axis=1)
+        wy2 = y2 @ w  # (B,)
+        const = wy2 + (float(np.log(s).sum()) - 0.5 * d)
+        magnitude = wy2 + (float(np.abs(np.log(s)).sum()) + 0.5 * d)
+    elif name == "wasserstein2":
+        phi = np.concatenate([2.0 * y, ones], axis=1)
+        const = y2.sum(axis=1)
+        magnitude = const
+    elif name == "jeffreys":
+        phi = np.concatenate([y2, y, ones], axis=1)
+        wy2 = y2 @ (0.5 / (s * s))  # (B,)
+        const = wy2 - d
+        magnitude = wy2 + d
     elif name == "bhattacharyya":
         phi = np.concatenate([y2, y, ones], axis=1)
         half_log_2s = 0.5 * np.log(2.0 * s)
@@ -315,6 +313,46 @@ def _query_features(name: str, y: np.ndarray, s: np.ndarray, spread_center: np.n
     else:  # pragma: no cover
         raise ValueError(f"no feature map for {name!r}")
     return _QueryFeatures(phi=np.ascontiguousarray(phi), const=const, const_magnitude=magnitude)
+
+
+def _query_one(name: str, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """:func:`_query_features` for one centred query y (d,) and spread s (d,): phi (m,), const, its
+    magnitude. The same formulas with fewer array operations, for the latency-critical single query."""
+    d = y.shape[0]
+    if name in ("euclidean", "wasserstein2", "kl_reverse"):
+        phi = np.empty(d + 1)
+        phi[d] = 1.0
+        if name == "kl_reverse":
+            w = 0.5 / (s * s)
+            np.multiply(2.0 * w, y, out=phi[:d])
+            wy2 = float(w @ (y * y))
+            log_s = np.log(s)
+            return phi, wy2 + (float(log_s.sum()) - 0.5 * d), wy2 + float(np.abs(log_s).sum()) + 0.5 * d
+        if name == "euclidean":
+            phi[:d] = y
+        else:
+            np.multiply(2.0, y, out=phi[:d])
+        y2 = float(y @ y)
+        return phi, y2, y2
+    phi = np.empty(2 * d + 1)
+    phi[2 * d] = 1.0
+    np.multiply(y, y, out=phi[:d])
+    phi[d : 2 * d] = y
+    if name == "likelihood":
+        return phi, -0.5 * d * math.log(2.0 * math.pi), 0.5 * d * math.log(2.0 * math.pi)
+    if name == "mahalanobis":
+        return phi, 0.0, 0.0
+    if name == "kl":
+        phi[:d] += s * s
+        log_s = np.log(s)
+        return phi, -float(log_s.sum()) - 0.5 * d, float(np.abs(log_s).sum()) + 0.5 * d
+    if name == "jeffreys":
+        wy2 = float(phi[:d] @ (0.5 / (s * s)))
+        return phi, wy2 - d, wy2 + d
+    if name == "bhattacharyya":
+        half_log_2s = 0.5 * np.log(2.0 * s)
+        return phi, -float(half_log_2s.sum()), float(np.abs(half_log_2s).sum())
+    raise ValueError(f"no feature map for {name!r}")  # pragma: no cover
 
 
 def value_from_key(name: str, key: ArrayLike, const: float) -> np.ndarray:
@@ -335,7 +373,7 @@ def value_from_key(name: str, key: ArrayLike, const: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Prepared:
-    features_t: torch.Tensor | None  # (m, N_pad) float32, contiguous; None: float64 brute force only
+    features: np.ndarray | None  # (m, N_pad) float32, C-contiguous; None: float64 brute force only
     block_widths: tuple[int, ...]  # feature block widths, summing to m
     block_starts: np.ndarray  # (n_feature_blocks,) first column of each feature block
     item_norms: np.ndarray | None  # (N_pad, n_feature_blocks) float32 bounds on ||psi_i,b||_2, rounded up
@@ -381,9 +419,9 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
     norms[:n] = np.sqrt((psi * psi) @ indicator.T)  # (N, n_feature_blocks)
     norms[:n, -1] = np.maximum(norms[:n, -1], features.const_magnitude)  # the constant column's parts
     norms *= 1.0 + 1e-6  # round up, so that the float32 copy is still an upper bound
-    features_t = np.zeros((m, n_pad), dtype=np.float32)
-    features_t[:, :n] = psi.T
-    features_t[-1, n:] = _PAD_KEY
+    features = np.zeros((m, n_pad), dtype=np.float32)
+    features[:, :n] = psi.T
+    features[-1, n:] = _PAD_KEY
     faiss_index = None
     if backend == "faiss":
         import faiss  # optional dependency: imported only when asked for
@@ -392,7 +430,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
         faiss_index.add(np.ascontiguousarray(psi, dtype=np.float32))
     max_norms = norms[:n].max(axis=0)
     return _Prepared(
-        features_t=torch.from_numpy(features_t),
+        features=features,
         item_norms=norms.astype(np.float32),
         block_norms=norms.reshape(block_size, n_pad // block_size, len(widths)).max(axis=0),
         max_norms=max_norms,
@@ -444,6 +482,11 @@ def _check_k(k: Any) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+def _auto_block_size(n: int) -> int:
+    """The power of two nearest sqrt(n)/2, clipped to [16, 1024]: 128 for 70,000 items, 512 for 1,000,000."""
+    return int(2 ** min(10, max(4, round(math.log2(max(math.sqrt(n) / 2.0, 1.0))))))
+
+
 class SearchIndex:
     """Exact top-k search over a catalog of diagonal Gaussians, for every score in :data:`SCORES`.
 
@@ -451,22 +494,26 @@ class SearchIndex:
     catalog, precomputes features and returns ``self``, and fitted state ends in ``_``.
 
     Args:
-        backend: "torch" (default): one float32 matrix-vector product per query with torch; or "faiss":
+        backend: "blas" (default): one float32 matrix-vector product per query through numpy's BLAS
+            (sgemv; it streams the feature matrix faster than torch.mv does here); or "faiss":
             the candidates come from FAISS's exact inner-product index (``faiss.IndexFlatIP``). Both give
             identical, exact results.
         block_size: items per group for the candidate selection (the groups with the highest maximum
             key are gathered instead of partially sorting all N keys; item i is in group
             i mod (N_pad / block_size), where N_pad is N rounded up to a multiple of block_size).
+            None (default): the power of two nearest sqrt(N)/2, within [16, 1024], which balances the
+            partial sort of N / block_size group maxima against the passes over all N keys.
 
     Fitted attributes:
         mu_, sigma_: float64 (N, d) read-only copies of the catalog.
         n_items_, dim_: N and d.
+        block_size_: the block size in use (``block_size``, or the automatic choice).
         center_: (d,) the catalog mean of mu, the origin of the feature maps.
         default_spread_: (d,) the spread used when ``s`` is None: :func:`latent.scores.default_spread`.
         features_: per-score prepared float32 features (private layout).
     """
 
-    def __init__(self, backend: str = "torch", block_size: int = 64) -> None:
+    def __init__(self, backend: str = "blas", block_size: int | None = None) -> None:
         self.backend = backend
         self.block_size = block_size
 
@@ -477,8 +524,10 @@ class SearchIndex:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
         block_size = self.block_size
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-            raise ValueError(f"block_size must be a positive integer; got {self.block_size!r}")
+        if block_size is not None and (
+            isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1
+        ):
+            raise ValueError(f"block_size must be a positive integer or None (automatic); got {self.block_size!r}")
         mu_array, sigma_array = check_catalog(mu, sigma)
         mu_copy = np.array(mu_array, dtype=np.float64, order="C", copy=True)
         sigma_copy = np.array(sigma_array, dtype=np.float64, order="C", copy=True)
@@ -486,6 +535,7 @@ class SearchIndex:
         for array in (mu_copy, sigma_copy, log_sigma):
             array.flags.writeable = False
         n, d = mu_copy.shape
+        self.block_size_ = _auto_block_size(n) if block_size is None else int(block_size)
         self.mu_ = mu_copy
         self.sigma_ = sigma_copy
         self.n_items_ = n
@@ -501,13 +551,14 @@ class SearchIndex:
             if source is not None and source in prepared:
                 prepared[name] = prepared[source]
                 continue
-            features = _item_features(name, self._centered_mu_, sigma_copy, log_sigma, self.default_spread_, None)
-            prepared[name] = _prepare(features, d, _FORMS[name], int(self.block_size), self.backend)
-        # Bhattacharyya's features depend on the spread: build them for the default one now, and for
+            features = _item_features(name, self._centered_mu_, sigma_copy, log_sigma, None)
+            prepared[name] = _prepare(features, d, _FORMS[name], self.block_size_, self.backend)
+        # The other scores' features depend on the spread: build them for the default one now, and for
         # other spreads on first use (kept in a small cache).
-        prepared["bhattacharyya"] = self._spread_features("bhattacharyya", self.default_spread_)
+        for name in SPREAD_FEATURE_SCORES:
+            prepared[name] = self._spread_features(name, self.default_spread_)
         self.features_ = prepared
-        self._spread_cache_: OrderedDict[bytes, _Prepared] = OrderedDict()
+        self._spread_cache_: OrderedDict[tuple[str, bytes], _Prepared] = OrderedDict()
         self._lock_ = threading.Lock()
         return self
 
@@ -522,19 +573,17 @@ class SearchIndex:
         return check_spread(s, self.dim_)
 
     def _spread_features(self, name: str, spread_d: np.ndarray) -> _Prepared:
-        features = _item_features(
-            name, self._centered_mu_, self.sigma_, self._log_sigma_, self.default_spread_, spread_d
-        )
-        return _prepare(features, self.dim_, _FORMS[name], int(self.block_size), self.backend)
+        features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, spread_d)
+        return _prepare(features, self.dim_, _FORMS[name], self.block_size_, self.backend)
 
     def _prepared_for(self, name: str, spread: np.ndarray) -> _Prepared:
-        """The prepared features of score ``name``; for bhattacharyya, those of this spread (d,) or ()."""
-        if not _FORMS[name].spread_features:
+        """The prepared features of score ``name``; for a spread-feature score, those of this spread (d,) or ()."""
+        if spread is self.default_spread_ or not _FORMS[name].spread_features:
             return self.features_[name]
         spread_d = np.ascontiguousarray(np.broadcast_to(spread, (self.dim_,)))
         if np.array_equal(spread_d, self.default_spread_):
             return self.features_[name]
-        cache_key = spread_d.tobytes()
+        cache_key = (name, spread_d.tobytes())
         with self._lock_:
             cached = self._spread_cache_.get(cache_key)
             if cached is not None:
@@ -543,7 +592,7 @@ class SearchIndex:
         prepared = self._spread_features(name, spread_d)  # outside the lock: other threads keep searching
         with self._lock_:
             self._spread_cache_[cache_key] = prepared
-            while len(self._spread_cache_) > _SPREAD_CACHE_SIZE:
+            while len(self._spread_cache_) > _SPREAD_CACHE_SIZE * len(SPREAD_FEATURE_SCORES):
                 self._spread_cache_.popitem(last=False)
         return prepared
 
@@ -593,7 +642,10 @@ class SearchIndex:
         None for a score answered by float64 brute force (features too large for float32)."""
         self._check_fitted()
         get_score(score)
-        return self._prepared_for(score, self._spread(s)).features_t
+        import torch  # only the benchmark's memory floor needs a tensor
+
+        features = self._prepared_for(score, self._spread(s)).features
+        return None if features is None else torch.from_numpy(features)
 
     # -- the search itself -------------------------------------------------------------------------
 
@@ -604,7 +656,7 @@ class SearchIndex:
         if k == 0 or batch == 0:
             return np.empty((batch, k), dtype=np.int64), np.empty((batch, k))
         prepared = self._prepared_for(name, spread) if k < n else None
-        if prepared is None or prepared.features_t is None:
+        if prepared is None or prepared.features is None:
             return self._brute_force(z, name, k, spread)
         if batch == 1:
             ids, values = self._search_one(z[0], name, k, spread, prepared)
@@ -625,7 +677,7 @@ class SearchIndex:
     def _plan(self, name: str, z: np.ndarray, spread: np.ndarray, prepared: _Prepared) -> _Plan:
         """Query features and error bounds for queries z (B, d)."""
         spread_d = spread if spread.shape else np.full(self.dim_, spread)
-        query = _query_features(name, z - self.center_, spread_d, self.default_spread_)
+        query = _query_features(name, z - self.center_, spread_d)
         phi = query.phi  # (B, m)
         query_norms = np.sqrt((phi * phi) @ prepared.block_indicator.T)  # (B, n_feature_blocks)
         # key_bound >= sum_j |psi_ij| |phi_j| for every item i, and phi_l1 >= sum_j |phi_j|.
@@ -652,9 +704,8 @@ class SearchIndex:
         """One query z (d,), 0 < k < N: the latency-critical path, with as few array operations as possible."""
         form = _FORMS[name]
         spread_d = spread if spread.shape else np.full(self.dim_, spread)
-        query = _query_features(name, (z - self.center_)[None, :], spread_d, self.default_spread_)
-        phi = query.phi[0]  # (m,)
-        query_norms = np.sqrt(prepared.block_indicator @ (phi * phi))  # (n_feature_blocks,)
+        phi, const, const_magnitude = _query_one(name, z - self.center_, spread_d)  # (m,), float, float
+        query_norms = np.sqrt(np.add.reduceat(phi * phi, prepared.block_starts))  # (n_feature_blocks,)
         # key_bound >= sum_j |psi_ij| |phi_j| for every item i, and phi_l1 >= sum_j |phi_j|.
         key_bound, phi_l1 = (query_norms @ prepared.norm_bounds).tolist()
         if not (key_bound < _FLOAT32_SAFE and phi_l1 < _FLOAT32_SAFE):  # False for NaN too
@@ -671,16 +722,14 @@ class SearchIndex:
             keys_top, found = prepared.faiss_index.search(phi32[None, :], n_candidates + 1)  # (1, M+1), best first
             candidates, kappa = found[0, :n_candidates].astype(np.int64), float(keys_top[0, -1])
         else:
-            keys = torch.mv(prepared.features_t.T, torch.from_numpy(phi32))  # (N_pad,) float32
+            keys = phi32 @ prepared.features  # (N_pad,) float32: one BLAS sgemv streaming the features
             candidates, kappa = self._select_one(keys, k, n_candidates)
         # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit.
         mu_sigma = self._mu_sigma_[candidates]  # (M, 2, d), one gather for both
         values = KERNELS[name](z, mu_sigma[:, 0], mu_sigma[:, 1], spread)  # (M,)
         order = np.lexsort((candidates, -values if form.higher_is_nearer else values))[:k]
         ids, values = candidates[order], values[order]
-        threshold = float(
-            self._key_threshold(form, values[-1], query.const[0], query.const_magnitude[0], prepared.slack)
-        )
+        threshold = self._key_threshold(form, float(values[-1]), const, const_magnitude, prepared.slack)
         if kappa + max_error < threshold:
             return ids, values
         return self._widen(
@@ -689,33 +738,37 @@ class SearchIndex:
 
     def _uses_blocks(self, k: int, n_candidates: int, n_pad: int) -> bool:
         """Whether selecting through group maxima is valid and worth it (else a partial sort of all keys)."""
-        bs = int(self.block_size)
+        bs = self.block_size_
         kept = k + _EXTRA_BLOCKS
         # The kept groups (each with at most one padding item) hold more than n_candidates real keys,
         # and most groups are left out.
         return kept * (bs - 1) > n_candidates and 2 * kept * bs <= n_pad
 
-    def _select_one(self, keys: torch.Tensor, k: int, n_candidates: int) -> tuple[np.ndarray, float]:
+    def _select_one(self, keys: np.ndarray, k: int, n_candidates: int) -> tuple[np.ndarray, float]:
         """Candidate ids (int64) among the float32 keys (N_pad,), and kappa >= every key left out.
 
         Needs n_candidates < N, so that padding (key -1e38) never ranks among the candidates.
         """
-        if not self._uses_blocks(k, n_candidates, keys.shape[0]):
-            top_keys, top = torch.topk(keys, n_candidates + 1)  # best first
-            return top.numpy()[:n_candidates], float(top_keys.numpy()[-1])
+        n_pad = keys.shape[0]
+        if not self._uses_blocks(k, n_candidates, n_pad):
+            cut = n_pad - n_candidates  # keys[part[cut:]] are the n_candidates largest, unordered
+            part = np.argpartition(keys, cut - 1)
+            return part[cut:], float(keys[part[cut - 1]])
         # Partial sort of group maxima instead of all keys. Every key outside the best `kept` groups is
         # at most kappa, the best maximum among the other groups, so the candidates are the keys above
         # kappa in the kept groups: at least one per kept group, about k + _EXTRA_BLOCKS in all.
-        # numpy, single-threaded on purpose: a parallel region per query stalls when cores are busy.
         kept = k + _EXTRA_BLOCKS
-        grid = keys.numpy().reshape(int(self.block_size), -1)  # (bs, n_groups): group g is column g
-        top_max, top_groups = torch.topk(torch.from_numpy(grid.max(axis=0)), kept + 1)  # (kept+1,), best first
-        kappa = float(top_max.numpy()[-1])
-        top_groups = top_groups.numpy()[:kept]
-        rows, cols = np.nonzero(grid[:, top_groups] > kappa)  # (bs, kept) keys of the kept groups
-        if rows.shape[0] >= k:
-            return rows * grid.shape[1] + top_groups[cols], kappa
-        ids = (np.arange(grid.shape[0])[:, None] * grid.shape[1] + top_groups).reshape(-1)  # ties: whole groups
+        grid = keys.reshape(self.block_size_, -1)  # (bs, n_groups): group g is column g
+        n_groups = grid.shape[1]
+        maxima = grid.max(axis=0)  # (n_groups,)
+        kappa = float(np.partition(maxima, n_groups - kept - 1)[n_groups - kept - 1])
+        # The keys above kappa all lie in the kept groups: one pass over the keys finds them directly.
+        candidates = np.flatnonzero(keys > kappa)
+        if candidates.shape[0] >= k:
+            return candidates, kappa
+        # Ties at kappa: take every group whose maximum reaches it, whole (the others are all below kappa).
+        top_groups = np.flatnonzero(maxima >= kappa)
+        ids = (np.arange(grid.shape[0])[:, None] * n_groups + top_groups).reshape(-1)
         return ids[ids < self.n_items_], kappa
 
     def _search_many(
@@ -757,7 +810,7 @@ class SearchIndex:
         if form.squared:  # value = sqrt(const - key) must stay above tau
             tau2 = tau * tau
             return const - tau2 * (1.0 + slack) - slack * (tau2 + const_magnitude)
-        margin = slack * (np.abs(tau) + const_magnitude + np.abs(const))
+        margin = slack * (abs(tau) + const_magnitude + abs(const))  # abs: floats or arrays
         if form.higher_is_nearer:  # value = const + key must stay below tau
             return tau - const - margin
         return const - tau - margin  # value = const - key must stay above tau
@@ -777,35 +830,41 @@ class SearchIndex:
         # A few queries at a time, so that their keys stay in cache between the product and the selection.
         for start in range(0, batch, _QUERY_CHUNK):
             rows = slice(start, start + _QUERY_CHUNK)
-            ids[rows], kappa[rows] = self._select_many(prepared.features_t, phi32[rows], k, n_candidates)
+            ids[rows], kappa[rows] = self._select_many(prepared.features, phi32[rows], k, n_candidates)
         return ids, kappa
 
     def _select_many(
-        self, features_t: torch.Tensor, phi32: np.ndarray, k: int, n_candidates: int
+        self, features: np.ndarray, phi32: np.ndarray, k: int, n_candidates: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_select_one` for a chunk of queries phi32 (C, m): ids (C, M) and kappa (C,)."""
         chunk = phi32.shape[0]
-        keys = torch.from_numpy(phi32) @ features_t  # (C, N_pad) float32
-        if not self._uses_blocks(k, n_candidates, keys.shape[1]):
-            top_keys, top = torch.topk(keys, n_candidates + 1, dim=1)  # (C, M+1), best first
-            return top[:, :n_candidates].numpy(), top_keys[:, -1].double().numpy()
-        bs = int(self.block_size)
+        keys = phi32 @ features  # (C, N_pad) float32, one BLAS sgemm
+        n_pad = keys.shape[1]
+        if not self._uses_blocks(k, n_candidates, n_pad):
+            cut = n_pad - n_candidates
+            part = np.argpartition(keys, cut - 1, axis=1)
+            kappa = np.take_along_axis(keys, part[:, cut - 1 : cut], axis=1)[:, 0]
+            return part[:, cut:], kappa.astype(np.float64)
+        bs = self.block_size_
         kept = k + _EXTRA_BLOCKS
-        grid = keys.numpy().reshape(chunk, bs, -1)  # (C, bs, n_groups)
+        grid = keys.reshape(chunk, bs, -1)  # (C, bs, n_groups)
         n_groups = grid.shape[2]
-        top_max, top_groups = torch.topk(torch.from_numpy(grid.max(axis=1)), kept + 1, dim=1)  # (C, kept+1)
-        top_groups = top_groups.numpy()[:, :kept]
-        gathered = np.take_along_axis(grid, top_groups[:, None, :], axis=2)  # (C, bs, kept)
-        top_keys, positions = torch.topk(torch.from_numpy(gathered.reshape(chunk, -1)), n_candidates + 1, dim=1)
-        positions = positions.numpy()  # (C, M+1) into (bs, kept)
+        maxima = grid.max(axis=1)  # (C, n_groups)
+        part = np.argpartition(maxima, n_groups - kept - 1, axis=1)
+        kappa_groups = np.take_along_axis(maxima, part[:, n_groups - kept - 1 : n_groups - kept], axis=1)[:, 0]
+        top_groups = part[:, n_groups - kept :]  # (C, kept)
+        gathered = np.take_along_axis(grid, top_groups[:, None, :], axis=2).reshape(chunk, -1)  # (C, bs*kept)
+        cut = gathered.shape[1] - n_candidates
+        order = np.argpartition(gathered, cut - 1, axis=1)
+        kappa_kept = np.take_along_axis(gathered, order[:, cut - 1 : cut], axis=1)[:, 0]
+        positions = order[:, cut:]  # (C, M) into (bs, kept)
         ids = (positions // kept) * n_groups + np.take_along_axis(top_groups, positions % kept, axis=1)
-        kappa = np.maximum(top_keys[:, -1].double().numpy(), top_max[:, -1].double().numpy())
-        return ids[:, :n_candidates], kappa
+        return ids, np.maximum(kappa_kept, kappa_groups).astype(np.float64)
 
     def _widen(
         self,
         prepared: _Prepared,
-        keys: torch.Tensor | None,
+        keys: np.ndarray | None,
         phi32: np.ndarray,
         query_norms: np.ndarray,
         underflow: float,
@@ -822,15 +881,15 @@ class SearchIndex:
         (found through the per-group bounds first), rescores them with the candidates, and sorts.
         """
         if keys is None:  # not kept (batches) or never computed (FAISS)
-            keys = torch.mv(prepared.features_t.T, torch.from_numpy(phi32))  # (N_pad,)
-        bs = int(self.block_size)
-        grid = keys.numpy().reshape(bs, -1)  # (bs, n_groups): group g is column g
+            keys = phi32 @ prepared.features  # (N_pad,)
+        bs = self.block_size_
+        grid = keys.reshape(bs, -1)  # (bs, n_groups): group g is column g
         group_error = prepared.error_factor * (prepared.block_norms @ query_norms) + underflow  # (n_groups,)
         open_groups = np.flatnonzero(grid.max(axis=0).astype(np.float64) + group_error >= threshold)
         ids = (np.arange(bs)[:, None] * grid.shape[1] + open_groups).reshape(-1)
         ids = ids[ids < self.n_items_]
         item_error = prepared.error_factor * (prepared.item_norms[ids] @ query_norms) * (1.0 + 1e-5) + underflow
-        reach = keys.numpy()[ids].astype(np.float64) + item_error
+        reach = keys[ids].astype(np.float64) + item_error
         keep = np.union1d(ids[reach >= threshold], candidates)
         values = KERNELS[name](z, self.mu_[keep], self.sigma_[keep], spread)  # (|keep|,)
         order = _order(values, keep, _FORMS[name].higher_is_nearer)[:k]

@@ -13,6 +13,7 @@ from latent.scores import SCORES
 from latent.search import (
     BACKENDS,
     LINEAR_SCORES,
+    SPREAD_FEATURE_SCORES,
     NotFittedError,
     SearchIndex,
     item_features,
@@ -21,7 +22,7 @@ from latent.search import (
 )
 
 NAMES = list(SCORES)
-FEATURE_NAMES = [*LINEAR_SCORES, "bhattacharyya"]
+FEATURE_NAMES = [*LINEAR_SCORES, *SPREAD_FEATURE_SCORES]
 
 
 def have_faiss() -> bool:
@@ -33,7 +34,7 @@ def have_faiss() -> bool:
 
 
 BACKEND_PARAMS = [
-    "torch",
+    "blas",
     pytest.param("faiss", marks=pytest.mark.skipif(not have_faiss(), reason="faiss-cpu is not installed")),
 ]
 
@@ -77,10 +78,9 @@ def test_feature_maps_reproduce_the_direct_formulas(name: str, centred: bool) ->
     rng = np.random.default_rng(1)
     z, s = rng.normal(size=5), rng.uniform(0.05, 2.0, size=5)
     centre = mu.mean(axis=0) if centred else None
-    spread_centre = np.median(sigma, axis=0) if centred else None
-    psi = item_features(name, mu, sigma, centre, spread_centre, s=s)
-    phi, const = query_features(name, z, s, centre, spread_centre)
-    expected_width = {"euclidean": 6, "jeffreys": 21}.get(name, 11)  # d+1, 4d+1, else 2d+1
+    psi = item_features(name, mu, sigma, centre, s=s)
+    phi, const = query_features(name, z, s, centre)
+    expected_width = 6 if name in ("euclidean", "kl_reverse", "wasserstein2") else 11  # d+1, else 2d+1
     assert psi.shape == (50, expected_width) and phi.shape == (expected_width,)
     expected = SCORES[name].fn(z, mu, sigma, s)
     np.testing.assert_allclose(value_from_key(name, psi @ phi, const), expected, rtol=1e-9, atol=1e-9)
@@ -168,12 +168,12 @@ def test_near_ties_below_float32_resolution_come_out_right(backend: str, name: s
     d=st.integers(1, 4),
     k=st.integers(0, 40),
     name=st.sampled_from(NAMES),
-    block_size=st.sampled_from([1, 2, 5, 64]),
+    block_size=st.sampled_from([1, 2, 5, 64, None]),
     duplicates=st.booleans(),
     scalar_spread=st.booleans(),
 )
 def test_search_equals_brute_force_on_random_catalogs(
-    seed: int, n: int, d: int, k: int, name: str, block_size: int, duplicates: bool, scalar_spread: bool
+    seed: int, n: int, d: int, k: int, name: str, block_size: int | None, duplicates: bool, scalar_spread: bool
 ) -> None:
     rng = np.random.default_rng(seed)
     mu = rng.normal(size=(n, d)) * rng.uniform(0.01, 10.0)
@@ -227,11 +227,11 @@ def test_backends_agree() -> None:
     if not have_faiss():
         pytest.skip("faiss-cpu is not installed")
     mu, sigma = catalog(14, 3000)
-    torch_index = SearchIndex().fit(mu, sigma)
+    blas_index = SearchIndex().fit(mu, sigma)
     faiss_index = SearchIndex(backend="faiss").fit(mu, sigma)
     z = np.array([0.3, 0.3, -0.2, 0.0])
     for name in NAMES:
-        for a, b in zip(torch_index.search(z, name, 15), faiss_index.search(z, name, 15), strict=True):
+        for a, b in zip(blas_index.search(z, name, 15), faiss_index.search(z, name, 15), strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -255,8 +255,8 @@ def test_concurrent_searches_agree_with_sequential_ones() -> None:
 
 
 def test_estimator_contract() -> None:
-    index = SearchIndex(backend="torch", block_size=32)
-    assert vars(index) == {"backend": "torch", "block_size": 32}  # __init__ stores parameters only
+    index = SearchIndex(backend="blas", block_size=32)
+    assert vars(index) == {"backend": "blas", "block_size": 32}  # __init__ stores parameters only
     mu, sigma = catalog(17, 50)
     assert index.fit(mu, sigma) is index
     fitted = [name for name in vars(index) if name not in ("backend", "block_size")]
@@ -328,7 +328,7 @@ def test_bad_batches_and_bad_fits_raise_value_errors(fitted: SearchIndex) -> Non
     with pytest.raises(ValueError, match=r"Z contains 1 NaN or inf"):
         fitted.search_batch(np.array([[0.0, 0.0, np.inf, 0.0]]))
     mu, sigma = catalog(20, 10)
-    with pytest.raises(ValueError, match=r"unknown backend 'annoy'; choose one of: torch, faiss"):
+    with pytest.raises(ValueError, match=r"unknown backend 'annoy'; choose one of: blas, faiss"):
         SearchIndex(backend="annoy").fit(mu, sigma)
     with pytest.raises(ValueError, match=r"block_size must be a positive integer"):
         SearchIndex(block_size=0).fit(mu, sigma)
@@ -343,9 +343,12 @@ def test_bad_batches_and_bad_fits_raise_value_errors(fitted: SearchIndex) -> Non
 
 
 def test_backend_list_and_feature_widths() -> None:
-    assert BACKENDS == ("torch", "faiss")
+    assert BACKENDS == ("blas", "faiss")
     mu, sigma = catalog(21, 20, d=10)
     index = SearchIndex().fit(mu, sigma)
-    widths = {name: index.features_[name].features_t.shape[0] for name in LINEAR_SCORES}
-    assert widths["likelihood"] == 21 and widths["euclidean"] == 11 and widths["jeffreys"] == 41
+    widths = {name: index.features_[name].features.shape[0] for name in (*LINEAR_SCORES, *SPREAD_FEATURE_SCORES)}
+    assert widths == {
+        "likelihood": 21, "kl": 21, "mahalanobis": 21, "euclidean": 11,
+        "kl_reverse": 11, "jeffreys": 21, "wasserstein2": 11, "bhattacharyya": 21,
+    }
     assert index.features_["kl"] is index.features_["likelihood"]
