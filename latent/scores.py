@@ -178,60 +178,117 @@ def _half_r2_minus_1_minus_log_r(r: np.ndarray) -> np.ndarray:
     return np.where(near_one, near, far)
 
 
-def _likelihood(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+# Each kernel splits into per-item terms that depend only on (sigma, s), elementwise, and the part that
+# depends on z. ``terms`` (shape (..., N, d), or a tuple of such arrays) may be passed in precomputed by
+# ``KERNEL_TERMS[name](sigma, s)``, for example gathered for a few candidates from a cached (N, d) array:
+# the arithmetic is the same either way, so the values are identical bit for bit.
+
+Terms = np.ndarray | tuple[np.ndarray, ...] | None
+
+
+def _likelihood_terms(sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return np.log(sigma)
+
+
+def _likelihood(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray, terms: Terms = None) -> np.ndarray:
+    log_sigma = _likelihood_terms(sigma, s) if terms is None else terms
     u = (z - mu) / sigma  # (..., N, d) standardised offsets
-    return _sum_dims(-0.5 * (u * u) - np.log(sigma)) - 0.5 * mu.shape[-1] * _LOG_2PI
+    return _sum_dims(-0.5 * (u * u) - log_sigma) - 0.5 * mu.shape[-1] * _LOG_2PI
 
 
-def _euclidean(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _euclidean(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray, terms: Terms = None) -> np.ndarray:
     diff = z - mu  # (..., N, d)
     return np.sqrt(_sum_dims(diff * diff))
 
 
-def _mahalanobis(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _mahalanobis(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray, terms: Terms = None) -> np.ndarray:
     u = (z - mu) / sigma  # (..., N, d)
     return np.sqrt(_sum_dims(u * u))
 
 
-def _kl(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _kl_terms(sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return _half_r2_minus_1_minus_log_r(s / sigma)
+
+
+def _kl(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray, terms: Terms = None) -> np.ndarray:
     # log(sigma/s) + (s^2 + (z-mu)^2)/(2 sigma^2) - 1/2 = g(s/sigma) + u^2/2
+    ratio_term = _kl_terms(sigma, s) if terms is None else terms
     u = (z - mu) / sigma  # (..., N, d)
-    return _sum_dims(_half_r2_minus_1_minus_log_r(s / sigma) + 0.5 * (u * u))
+    return _sum_dims(ratio_term + 0.5 * (u * u))
 
 
-def _kl_reverse(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _kl_reverse_terms(sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return _half_r2_minus_1_minus_log_r(sigma / s)
+
+
+def _kl_reverse(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray, terms: Terms = None) -> np.ndarray:
     # log(s/sigma) + (sigma^2 + (mu-z)^2)/(2 s^2) - 1/2 = g(sigma/s) + v^2/2
+    ratio_term = _kl_reverse_terms(sigma, s) if terms is None else terms
     v = (z - mu) / s  # (..., N, d)
-    return _sum_dims(_half_r2_minus_1_minus_log_r(sigma / s) + 0.5 * (v * v))
+    return _sum_dims(ratio_term + 0.5 * (v * v))
 
 
-def _jeffreys(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _jeffreys_terms(sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+    r_gap = s / sigma - sigma / s
+    return 0.5 * (r_gap * r_gap)
+
+
+def _jeffreys(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray, terms: Terms = None) -> np.ndarray:
     # kl + kl_reverse: the log terms cancel, leaving (r - 1/r)^2/2 + (z-mu)^2 (1/sigma^2 + 1/s^2)/2,
     # r = s/sigma, which is >= 0 and exactly symmetric in floating point.
+    gap_term = _jeffreys_terms(sigma, s) if terms is None else terms
     diff = z - mu  # (..., N, d)
     u = diff / sigma
     v = diff / s
-    r_gap = s / sigma - sigma / s
-    return _sum_dims(0.5 * (r_gap * r_gap) + 0.5 * (u * u + v * v))
+    return _sum_dims(gap_term + 0.5 * (u * u + v * v))
 
 
-def _bhattacharyya(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
-    # (z-mu)^2 / (4 (s^2+sigma^2)) + log((s^2+sigma^2)/(2 s sigma))/2, with the log's argument written as
+def _bhattacharyya_terms(sigma: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # 4 (s^2+sigma^2), and log((s^2+sigma^2)/(2 s sigma))/2 with the log's argument written as
     # 1 + (s-sigma)^2/(2 s sigma) so that it is >= 0 without cancellation.
-    diff = z - mu  # (..., N, d)
-    var_sum = s * s + sigma * sigma
     gap = s - sigma
-    return _sum_dims(diff * diff / (4.0 * var_sum) + 0.5 * np.log1p(gap * gap / (2.0 * s * sigma)))
+    return 4.0 * (s * s + sigma * sigma), 0.5 * np.log1p(gap * gap / (2.0 * s * sigma))
 
 
-def _wasserstein2(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
+def _bhattacharyya(
+    z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray, terms: Terms = None
+) -> np.ndarray:
+    # (z-mu)^2 / (4 (s^2+sigma^2)) + log((s^2+sigma^2)/(2 s sigma))/2
+    four_var_sum, log_term = _bhattacharyya_terms(sigma, s) if terms is None else terms
     diff = z - mu  # (..., N, d)
+    return _sum_dims(diff * diff / four_var_sum + log_term)
+
+
+def _wasserstein2_terms(sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
     gap = s - sigma
-    return np.sqrt(_sum_dims(diff * diff + gap * gap))
+    return gap * gap
+
+
+def _wasserstein2(
+    z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray, terms: Terms = None
+) -> np.ndarray:
+    gap2 = _wasserstein2_terms(sigma, s) if terms is None else terms
+    diff = z - mu  # (..., N, d)
+    return np.sqrt(_sum_dims(diff * diff + gap2))
+
+
+#: Per-item terms of each kernel that depend only on (sigma, s): ``KERNEL_TERMS[name](sigma, s)`` gives
+#: an array (or a tuple of arrays) shaped like sigma, which ``KERNELS[name](..., terms=...)`` accepts
+#: for the same items. None: the kernel has no such terms.
+KERNEL_TERMS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray | tuple[np.ndarray, ...]] | None] = {
+    "likelihood": _likelihood_terms,
+    "euclidean": None,
+    "mahalanobis": None,
+    "kl": _kl_terms,
+    "kl_reverse": _kl_reverse_terms,
+    "jeffreys": _jeffreys_terms,
+    "bhattacharyya": _bhattacharyya_terms,
+    "wasserstein2": _wasserstein2_terms,
+}
 
 
 #: Kernels by name, for the search index (no validation; broadcasting shapes as described above).
-KERNELS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+KERNELS: dict[str, Callable[..., np.ndarray]] = {
     "likelihood": _likelihood,
     "euclidean": _euclidean,
     "mahalanobis": _mahalanobis,

@@ -81,6 +81,7 @@ changes torch's or FAISS's thread counts; callers (the benchmark) may.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import OrderedDict
@@ -91,6 +92,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from latent.scores import (
+    KERNEL_TERMS,
     KERNELS,
     check_catalog,
     check_queries,
@@ -119,6 +121,8 @@ _SPREAD_CACHE_SIZE = 4  # feature matrices kept per spread-dependent score, by s
 _EXTRA_BLOCKS = 8  # blocks gathered beyond k, so the left-out maximum is usually well below the k-th key
 _EXTRA_CANDIDATES = 24  # candidates rescored beyond k
 _QUERY_CHUNK = 8  # queries per matrix product in batches: their keys (8 x N) stay in cache
+_SUBGROUP = 16  # items per subgroup in the two-level selection of group maxima
+_SUBGROUP_ROWS = np.arange(_SUBGROUP)[:, None]
 _PAD_KEY = -1e38  # constant feature of padding items: below any real key, and still finite in float32
 
 
@@ -315,19 +319,41 @@ def _query_features(name: str, y: np.ndarray, s: np.ndarray) -> _QueryFeatures:
     return _QueryFeatures(phi=np.ascontiguousarray(phi), const=const, const_magnitude=magnitude)
 
 
-def _query_one(name: str, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """:func:`_query_features` for one centred query y (d,) and spread s (d,): phi (m,), const, its
-    magnitude. The same formulas with fewer array operations, for the latency-critical single query."""
+@dataclass(frozen=True)
+class _SpreadConstants:
+    """What the query features need from a spread s (d,), computed once per spread."""
+
+    s2: np.ndarray  # (d,) s^2
+    w: np.ndarray  # (d,) 1 / (2 s^2)
+    two_w: np.ndarray  # (d,) 1 / s^2
+    log_s_sum: float  # sum log s
+    abs_log_s_sum: float  # sum |log s|
+    half_log_2s_sum: float  # sum log(2 s) / 2
+    abs_half_log_2s_sum: float  # sum |log(2 s)| / 2
+
+    @classmethod
+    def of(cls, s: np.ndarray) -> _SpreadConstants:
+        s2 = s * s
+        log_s = np.log(s)
+        half_log_2s = 0.5 * np.log(2.0 * s)
+        return cls(
+            s2=s2, w=0.5 / s2, two_w=2.0 * (0.5 / s2), log_s_sum=float(log_s.sum()),
+            abs_log_s_sum=float(np.abs(log_s).sum()), half_log_2s_sum=float(half_log_2s.sum()),
+            abs_half_log_2s_sum=float(np.abs(half_log_2s).sum()),
+        )
+
+
+def _query_one(name: str, y: np.ndarray, c: _SpreadConstants) -> tuple[np.ndarray, float, float]:
+    """:func:`_query_features` for one centred query y (d,) and a spread's constants: phi (m,), const and
+    its magnitude. The same formulas with fewer array operations, for the latency-critical single query."""
     d = y.shape[0]
     if name in ("euclidean", "wasserstein2", "kl_reverse"):
         phi = np.empty(d + 1)
         phi[d] = 1.0
         if name == "kl_reverse":
-            w = 0.5 / (s * s)
-            np.multiply(2.0 * w, y, out=phi[:d])
-            wy2 = float(w @ (y * y))
-            log_s = np.log(s)
-            return phi, wy2 + (float(log_s.sum()) - 0.5 * d), wy2 + float(np.abs(log_s).sum()) + 0.5 * d
+            np.multiply(c.two_w, y, out=phi[:d])
+            wy2 = float(phi[:d] @ y) * 0.5  # sum w y^2, since phi = 2 w y
+            return phi, wy2 + (c.log_s_sum - 0.5 * d), wy2 + c.abs_log_s_sum + 0.5 * d
         if name == "euclidean":
             phi[:d] = y
         else:
@@ -343,15 +369,13 @@ def _query_one(name: str, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, flo
     if name == "mahalanobis":
         return phi, 0.0, 0.0
     if name == "kl":
-        phi[:d] += s * s
-        log_s = np.log(s)
-        return phi, -float(log_s.sum()) - 0.5 * d, float(np.abs(log_s).sum()) + 0.5 * d
+        phi[:d] += c.s2
+        return phi, -c.log_s_sum - 0.5 * d, c.abs_log_s_sum + 0.5 * d
     if name == "jeffreys":
-        wy2 = float(phi[:d] @ (0.5 / (s * s)))
+        wy2 = float(phi[:d] @ c.w)
         return phi, wy2 - d, wy2 + d
     if name == "bhattacharyya":
-        half_log_2s = 0.5 * np.log(2.0 * s)
-        return phi, -float(half_log_2s.sum()), float(np.abs(half_log_2s).sum())
+        return phi, -c.half_log_2s_sum, c.abs_half_log_2s_sum
     raise ValueError(f"no feature map for {name!r}")  # pragma: no cover
 
 
@@ -385,6 +409,7 @@ class _Prepared:
     error_factor: float  # E_i = error_factor * sum_b ||psi_i,b|| ||phi_b|| + underflow
     slack: float  # relative float64 slack for the key threshold
     faiss_index: Any  # faiss.IndexFlatIP over the unpadded psi, or None
+    terms: np.ndarray | None = None  # (N, t, d) float64 KERNEL_TERMS for this spread (spread-feature scores)
 
 
 def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, backend: str) -> _Prepared:
@@ -482,6 +507,22 @@ def _check_k(k: Any) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+def _stacked_terms(name: str, sigma: np.ndarray, spread: np.ndarray) -> np.ndarray | None:
+    """KERNEL_TERMS[name](sigma, spread) stacked as (N, t, d) float64, so that candidates gather them at once."""
+    make = KERNEL_TERMS[name]
+    if make is None:
+        return None
+    terms = make(sigma, spread)
+    return np.stack(terms, axis=1) if isinstance(terms, tuple) else terms[:, None, :]
+
+
+def _unstack(gathered: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+    """(M, t, d) gathered terms back into the kernel's form: one (M, d) array, or a tuple of them."""
+    if gathered.shape[1] == 1:
+        return gathered[:, 0]
+    return tuple(gathered[:, i] for i in range(gathered.shape[1]))
+
+
 def _auto_block_size(n: int) -> int:
     """The power of two nearest sqrt(n)/2, clipped to [16, 1024]: 128 for 70,000 items, 512 for 1,000,000."""
     return int(2 ** min(10, max(4, round(math.log2(max(math.sqrt(n) / 2.0, 1.0))))))
@@ -558,6 +599,8 @@ class SearchIndex:
         for name in SPREAD_FEATURE_SCORES:
             prepared[name] = self._spread_features(name, self.default_spread_)
         self.features_ = prepared
+        self._kl_terms_ = _stacked_terms("kl", sigma_copy, self.default_spread_)  # (N, 1, d), default s only
+        self._default_constants_ = _SpreadConstants.of(self.default_spread_)
         self._spread_cache_: OrderedDict[tuple[str, bytes], _Prepared] = OrderedDict()
         self._lock_ = threading.Lock()
         return self
@@ -574,7 +617,16 @@ class SearchIndex:
 
     def _spread_features(self, name: str, spread_d: np.ndarray) -> _Prepared:
         features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, spread_d)
-        return _prepare(features, self.dim_, _FORMS[name], self.block_size_, self.backend)
+        prepared = _prepare(features, self.dim_, _FORMS[name], self.block_size_, self.backend)
+        return dataclasses.replace(prepared, terms=_stacked_terms(name, self.sigma_, spread_d))
+
+    def _item_terms(self, name: str, spread: np.ndarray, prepared: _Prepared) -> np.ndarray | None:
+        """Every item's precomputed KERNEL_TERMS for this query's spread, (N, t, d), or None."""
+        if name == "likelihood":
+            return self._log_sigma_[:, None, :]
+        if name == "kl":
+            return self._kl_terms_ if spread is self.default_spread_ else None
+        return prepared.terms
 
     def _prepared_for(self, name: str, spread: np.ndarray) -> _Prepared:
         """The prepared features of score ``name``; for a spread-feature score, those of this spread (d,) or ()."""
@@ -703,8 +755,11 @@ class SearchIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """One query z (d,), 0 < k < N: the latency-critical path, with as few array operations as possible."""
         form = _FORMS[name]
-        spread_d = spread if spread.shape else np.full(self.dim_, spread)
-        phi, const, const_magnitude = _query_one(name, z - self.center_, spread_d)  # (m,), float, float
+        if spread is self.default_spread_:
+            constants = self._default_constants_
+        else:
+            constants = _SpreadConstants.of(spread if spread.shape else np.full(self.dim_, spread))
+        phi, const, const_magnitude = _query_one(name, z - self.center_, constants)  # (m,), float, float
         query_norms = np.sqrt(np.add.reduceat(phi * phi, prepared.block_starts))  # (n_feature_blocks,)
         # key_bound >= sum_j |psi_ij| |phi_j| for every item i, and phi_l1 >= sum_j |phi_j|.
         key_bound, phi_l1 = (query_norms @ prepared.norm_bounds).tolist()
@@ -717,17 +772,23 @@ class SearchIndex:
         n_candidates = k + _EXTRA_CANDIDATES
         keys = None
         if n_candidates >= self.n_items_:
-            candidates, kappa = np.arange(self.n_items_), -math.inf
+            candidates, kappa, ascending = np.arange(self.n_items_), -math.inf, True
         elif self.backend == "faiss":
             keys_top, found = prepared.faiss_index.search(phi32[None, :], n_candidates + 1)  # (1, M+1), best first
-            candidates, kappa = found[0, :n_candidates].astype(np.int64), float(keys_top[0, -1])
+            candidates, kappa, ascending = found[0, :n_candidates].astype(np.int64), float(keys_top[0, -1]), False
         else:
             keys = phi32 @ prepared.features  # (N_pad,) float32: one BLAS sgemv streaming the features
-            candidates, kappa = self._select_one(keys, k, n_candidates)
-        # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit.
+            candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
+        # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit (its
+        # per-item terms, when cached, come from the same elementwise code).
         mu_sigma = self._mu_sigma_[candidates]  # (M, 2, d), one gather for both
-        values = KERNELS[name](z, mu_sigma[:, 0], mu_sigma[:, 1], spread)  # (M,)
-        order = np.lexsort((candidates, -values if form.higher_is_nearer else values))[:k]
+        terms = self._item_terms(name, spread, prepared)
+        values = KERNELS[name](
+            z, mu_sigma[:, 0], mu_sigma[:, 1], spread, None if terms is None else _unstack(terms[candidates])
+        )  # (M,)
+        nearness = -values if form.higher_is_nearer else values
+        # Nearest first, ties by the lower index: a stable sort does that when the ids are ascending.
+        order = (np.argsort(nearness, kind="stable") if ascending else np.lexsort((candidates, nearness)))[:k]
         ids, values = candidates[order], values[order]
         threshold = self._key_threshold(form, float(values[-1]), const, const_magnitude, prepared.slack)
         if kappa + max_error < threshold:
@@ -744,32 +805,44 @@ class SearchIndex:
         # and most groups are left out.
         return kept * (bs - 1) > n_candidates and 2 * kept * bs <= n_pad
 
-    def _select_one(self, keys: np.ndarray, k: int, n_candidates: int) -> tuple[np.ndarray, float]:
-        """Candidate ids (int64) among the float32 keys (N_pad,), and kappa >= every key left out.
+    def _select_one(self, keys: np.ndarray, k: int, n_candidates: int) -> tuple[np.ndarray, float, bool]:
+        """Candidate ids (int64) among the float32 keys (N_pad,), kappa >= every key left out, and whether
+        the ids come in ascending order.
 
         Needs n_candidates < N, so that padding (key -1e38) never ranks among the candidates.
         """
         n_pad = keys.shape[0]
+        bs = self.block_size_
         if not self._uses_blocks(k, n_candidates, n_pad):
             cut = n_pad - n_candidates  # keys[part[cut:]] are the n_candidates largest, unordered
             part = np.argpartition(keys, cut - 1)
-            return part[cut:], float(keys[part[cut - 1]])
+            return part[cut:], float(keys[part[cut - 1]]), False
         # Partial sort of group maxima instead of all keys. Every key outside the best `kept` groups is
         # at most kappa, the best maximum among the other groups, so the candidates are the keys above
-        # kappa in the kept groups: at least one per kept group, about k + _EXTRA_BLOCKS in all.
+        # kappa, all inside the kept groups: at least one per kept group, about k + _EXTRA_BLOCKS in all.
         kept = k + _EXTRA_BLOCKS
-        grid = keys.reshape(self.block_size_, -1)  # (bs, n_groups): group g is column g
-        n_groups = grid.shape[1]
-        maxima = grid.max(axis=0)  # (n_groups,)
-        kappa = float(np.partition(maxima, n_groups - kept - 1)[n_groups - kept - 1])
-        # The keys above kappa all lie in the kept groups: one pass over the keys finds them directly.
-        candidates = np.flatnonzero(keys > kappa)
+        n_groups = n_pad // bs
+        if bs % _SUBGROUP == 0:
+            # Two levels, for fewer passes: maxima of subgroups of _SUBGROUP items (item i in subgroup
+            # i mod (N_pad / _SUBGROUP)), then of groups; subgroup j lies in group j mod n_groups.
+            sub_maxima = keys.reshape(_SUBGROUP, -1).max(axis=0)  # (N_pad / _SUBGROUP,)
+            maxima = sub_maxima.reshape(bs // _SUBGROUP, n_groups).max(axis=0)  # (n_groups,)
+            maxima.partition(n_groups - kept - 1)  # in place: only kappa is needed from here on
+            kappa = float(maxima[n_groups - kept - 1])
+            open_subgroups = (sub_maxima > kappa).nonzero()[0]  # ascending
+            ids = (_SUBGROUP_ROWS * sub_maxima.shape[0] + open_subgroups).ravel()  # ascending
+            candidates = ids[keys[ids] > kappa]
+        else:
+            maxima = keys.reshape(bs, n_groups).max(axis=0)  # (n_groups,)
+            kappa = float(np.partition(maxima, n_groups - kept - 1)[n_groups - kept - 1])
+            candidates = (keys > kappa).nonzero()[0]  # ascending
         if candidates.shape[0] >= k:
-            return candidates, kappa
+            return candidates, kappa, True
         # Ties at kappa: take every group whose maximum reaches it, whole (the others are all below kappa).
-        top_groups = np.flatnonzero(maxima >= kappa)
-        ids = (np.arange(grid.shape[0])[:, None] * n_groups + top_groups).reshape(-1)
-        return ids[ids < self.n_items_], kappa
+        grid = keys.reshape(bs, n_groups)
+        top_groups = (grid.max(axis=0) >= kappa).nonzero()[0]
+        ids = (np.arange(bs)[:, None] * n_groups + top_groups).reshape(-1)
+        return ids[ids < self.n_items_], kappa, True
 
     def _search_many(
         self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, plan: _Plan

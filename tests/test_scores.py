@@ -395,3 +395,24 @@ def test_scores_never_modify_their_inputs(name: str) -> None:
     SCORES[name].fn(z, mu, sigma, None)
     for array, original in zip((z, mu, sigma, s), originals, strict=True):
         np.testing.assert_array_equal(array, original)
+
+
+@pytest.mark.parametrize("name", list(SCORES))
+def test_kernels_with_precomputed_terms_equal_fn_bit_for_bit(name: str) -> None:
+    # The search index caches each item's (sigma, s) terms and gathers them for a few candidates; the
+    # values must be exactly fn's, for a per-dimension and a scalar spread.
+    from latent.scores import KERNEL_TERMS, KERNELS
+
+    rng = np.random.default_rng(11)
+    mu, sigma = rng.normal(size=(200, 6)), np.exp(rng.uniform(-4, 0.5, size=(200, 6)))
+    z = rng.normal(size=6)
+    rows = rng.choice(200, size=17, replace=False)
+    for s in (rng.uniform(0.05, 2.0, size=6), np.float64(0.3)):
+        expected = SCORES[name].fn(z, mu, sigma, s)[rows]
+        make = KERNEL_TERMS[name]
+        if make is None:
+            terms = None
+        else:
+            all_terms = make(sigma, np.broadcast_to(s, (6,)))
+            terms = tuple(t[rows] for t in all_terms) if isinstance(all_terms, tuple) else all_terms[rows]
+        np.testing.assert_array_equal(KERNELS[name](z, mu[rows], sigma[rows], s, terms), expected)

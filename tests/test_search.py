@@ -127,10 +127,11 @@ def test_exact_ties_are_broken_by_the_lower_index(backend: str, name: str) -> No
     rng = np.random.default_rng(7)
     copies = rng.choice(2000, size=100, replace=False)
     mu[copies], sigma[copies] = [0.1, -0.2, 0.3, 0.0], [0.01, 0.01, 0.01, 0.9]
-    index = SearchIndex(backend=backend, block_size=8).fit(mu, sigma)
     z = np.array([0.1, -0.2, 0.3, 0.0])
-    for k in (5, 60, 150):
-        assert_exact(index, name, z, mu, sigma, None, k)
+    for block_size in (8, 32):  # one-level and two-level selection of group maxima
+        index = SearchIndex(backend=backend, block_size=block_size).fit(mu, sigma)
+        for k in (5, 60, 150):
+            assert_exact(index, name, z, mu, sigma, None, k)
     ids, _ = index.search(z, name, k=60)
     if name in ("likelihood", "euclidean", "mahalanobis"):  # the copies sit on z with the smallest sigma
         np.testing.assert_array_equal(ids, np.sort(copies)[:60])
