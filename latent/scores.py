@@ -65,7 +65,9 @@ def _as_float_array(value: ArrayLike, name: str) -> np.ndarray:
 
 
 def _require_finite(array: np.ndarray, name: str) -> None:
-    finite = np.isfinite(array)
+    if math.isfinite(np.add.reduce(array, axis=None)):  # a NaN or inf anywhere makes the sum NaN or inf
+        return
+    finite = np.isfinite(array)  # the sum may also overflow with every value finite
     if not finite.all():
         where = tuple(int(i) for i in np.argwhere(~finite)[0])
         raise ValueError(

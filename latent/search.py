@@ -324,6 +324,7 @@ class _SpreadConstants:
     """What the query features need from a spread s (d,), computed once per spread."""
 
     s2: np.ndarray  # (d,) s^2
+    s2_norm: float  # ||s^2||_2
     w: np.ndarray  # (d,) 1 / (2 s^2)
     two_w: np.ndarray  # (d,) 1 / s^2
     log_s_sum: float  # sum log s
@@ -337,45 +338,56 @@ class _SpreadConstants:
         log_s = np.log(s)
         half_log_2s = 0.5 * np.log(2.0 * s)
         return cls(
-            s2=s2, w=0.5 / s2, two_w=2.0 * (0.5 / s2), log_s_sum=float(log_s.sum()),
+            s2=s2, s2_norm=math.sqrt(float(s2 @ s2)), w=0.5 / s2, two_w=2.0 * (0.5 / s2), log_s_sum=float(log_s.sum()),
             abs_log_s_sum=float(np.abs(log_s).sum()), half_log_2s_sum=float(half_log_2s.sum()),
             abs_half_log_2s_sum=float(np.abs(half_log_2s).sum()),
         )
 
 
-def _query_one(name: str, y: np.ndarray, c: _SpreadConstants) -> tuple[np.ndarray, float, float]:
-    """:func:`_query_features` for one centred query y (d,) and a spread's constants: phi (m,), const and
-    its magnitude. The same formulas with fewer array operations, for the latency-critical single query."""
+def _query_one(
+    name: str, y: np.ndarray, c: _SpreadConstants
+) -> tuple[np.ndarray, float, float, tuple[float, ...]]:
+    """:func:`_query_features` for one centred query y (d,) and a spread's constants, with fewer array
+    operations, for the latency-critical single query.
+
+    Returns phi (m,), const, its magnitude, and upper bounds on the 2-norm of each feature block of phi
+    (for the float32 error bound; ||y^2||_2 <= ||y||_2^2 saves computing the exact norms).
+    """
     d = y.shape[0]
     if name in ("euclidean", "wasserstein2", "kl_reverse"):
         phi = np.empty(d + 1)
         phi[d] = 1.0
+        head = phi[:d]
         if name == "kl_reverse":
-            np.multiply(c.two_w, y, out=phi[:d])
-            wy2 = float(phi[:d] @ y) * 0.5  # sum w y^2, since phi = 2 w y
-            return phi, wy2 + (c.log_s_sum - 0.5 * d), wy2 + c.abs_log_s_sum + 0.5 * d
-        if name == "euclidean":
-            phi[:d] = y
-        else:
-            np.multiply(2.0, y, out=phi[:d])
+            np.multiply(c.two_w, y, out=head)
+            wy2 = float(head @ y) * 0.5  # sum w y^2, since head = 2 w y
+            head_norm = math.sqrt(float(head @ head))
+            return phi, wy2 + (c.log_s_sum - 0.5 * d), wy2 + c.abs_log_s_sum + 0.5 * d, (head_norm, 1.0)
         y2 = float(y @ y)
-        return phi, y2, y2
+        if name == "euclidean":
+            head[:] = y
+            return phi, y2, y2, (math.sqrt(y2), 1.0)
+        np.multiply(2.0, y, out=head)
+        return phi, y2, y2, (2.0 * math.sqrt(y2), 1.0)
     phi = np.empty(2 * d + 1)
     phi[2 * d] = 1.0
     np.multiply(y, y, out=phi[:d])
     phi[d : 2 * d] = y
+    y2 = float(y @ y)
+    norms = (y2, math.sqrt(y2), 1.0)  # [y^2, y, 1]: ||y^2||_2 <= ||y||_2^2
     if name == "likelihood":
-        return phi, -0.5 * d * math.log(2.0 * math.pi), 0.5 * d * math.log(2.0 * math.pi)
+        return phi, -0.5 * d * math.log(2.0 * math.pi), 0.5 * d * math.log(2.0 * math.pi), norms
     if name == "mahalanobis":
-        return phi, 0.0, 0.0
+        return phi, 0.0, 0.0, norms
     if name == "kl":
         phi[:d] += c.s2
-        return phi, -c.log_s_sum - 0.5 * d, c.abs_log_s_sum + 0.5 * d
+        norms = (c.s2_norm + y2, norms[1], 1.0)  # ||s^2 + y^2|| <= ||s^2|| + ||y||^2
+        return phi, -c.log_s_sum - 0.5 * d, c.abs_log_s_sum + 0.5 * d, norms
     if name == "jeffreys":
         wy2 = float(phi[:d] @ c.w)
-        return phi, wy2 - d, wy2 + d
+        return phi, wy2 - d, wy2 + d, norms
     if name == "bhattacharyya":
-        return phi, -c.half_log_2s_sum, c.abs_half_log_2s_sum
+        return phi, -c.half_log_2s_sum, c.abs_half_log_2s_sum, norms
     raise ValueError(f"no feature map for {name!r}")  # pragma: no cover
 
 
@@ -409,7 +421,8 @@ class _Prepared:
     error_factor: float  # E_i = error_factor * sum_b ||psi_i,b|| ||phi_b|| + underflow
     slack: float  # relative float64 slack for the key threshold
     faiss_index: Any  # faiss.IndexFlatIP over the unpadded psi, or None
-    terms: np.ndarray | None = None  # (N, t, d) float64 KERNEL_TERMS for this spread (spread-feature scores)
+    norm_bound_pairs: tuple[tuple[float, float], ...] = ()  # the rows of norm_bounds, as Python floats
+    rescore: np.ndarray | None = None  # (N, 2 + t, d): _rescore_table of this score (and spread)
 
 
 def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, backend: str) -> _Prepared:
@@ -460,6 +473,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
         block_norms=norms.reshape(block_size, n_pad // block_size, len(widths)).max(axis=0),
         max_norms=max_norms,
         norm_bounds=np.stack([max_norms, np.sqrt(widths)], axis=1),
+        norm_bound_pairs=tuple(zip(max_norms.tolist(), np.sqrt(widths).tolist(), strict=True)),
         max_l1=float(np.sqrt(widths) @ max_norms),
         faiss_index=faiss_index,
         **common,
@@ -507,20 +521,22 @@ def _check_k(k: Any) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _stacked_terms(name: str, sigma: np.ndarray, spread: np.ndarray) -> np.ndarray | None:
-    """KERNEL_TERMS[name](sigma, spread) stacked as (N, t, d) float64, so that candidates gather them at once."""
+def _rescore_table(name: str, mu_sigma: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """What rescoring a candidate reads, as one (N, 2 + t, d) float64 array, so that one gather fetches it:
+    mu, sigma and the t arrays of KERNEL_TERMS[name](sigma, spread) (none for euclidean and mahalanobis)."""
     make = KERNEL_TERMS[name]
     if make is None:
-        return None
-    terms = make(sigma, spread)
-    return np.stack(terms, axis=1) if isinstance(terms, tuple) else terms[:, None, :]
+        return mu_sigma
+    terms = make(mu_sigma[:, 1], spread)
+    terms = terms if isinstance(terms, tuple) else (terms,)
+    return np.concatenate([mu_sigma, np.stack(terms, axis=1)], axis=1)
 
 
-def _unstack(gathered: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
-    """(M, t, d) gathered terms back into the kernel's form: one (M, d) array, or a tuple of them."""
-    if gathered.shape[1] == 1:
-        return gathered[:, 0]
-    return tuple(gathered[:, i] for i in range(gathered.shape[1]))
+def _split_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | tuple[np.ndarray, ...] | None]:
+    """Gathered rescore rows (M, 2 + t, d) as the kernel's mu (M, d), sigma (M, d) and terms."""
+    t = rows.shape[1] - 2
+    terms = None if t == 0 else rows[:, 2] if t == 1 else tuple(rows[:, 2 + i] for i in range(t))
+    return rows[:, 0], rows[:, 1], terms
 
 
 def _auto_block_size(n: int) -> int:
@@ -594,12 +610,14 @@ class SearchIndex:
                 continue
             features = _item_features(name, self._centered_mu_, sigma_copy, log_sigma, None)
             prepared[name] = _prepare(features, d, _FORMS[name], self.block_size_, self.backend)
+        for name in LINEAR_SCORES:  # kl shares likelihood's features, not its rescore table
+            table = _rescore_table(name, self._mu_sigma_, self.default_spread_)  # kl's: default spread only
+            prepared[name] = dataclasses.replace(prepared[name], rescore=table)
         # The other scores' features depend on the spread: build them for the default one now, and for
         # other spreads on first use (kept in a small cache).
         for name in SPREAD_FEATURE_SCORES:
             prepared[name] = self._spread_features(name, self.default_spread_)
         self.features_ = prepared
-        self._kl_terms_ = _stacked_terms("kl", sigma_copy, self.default_spread_)  # (N, 1, d), default s only
         self._default_constants_ = _SpreadConstants.of(self.default_spread_)
         self._spread_cache_: OrderedDict[tuple[str, bytes], _Prepared] = OrderedDict()
         self._lock_ = threading.Lock()
@@ -618,15 +636,14 @@ class SearchIndex:
     def _spread_features(self, name: str, spread_d: np.ndarray) -> _Prepared:
         features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, spread_d)
         prepared = _prepare(features, self.dim_, _FORMS[name], self.block_size_, self.backend)
-        return dataclasses.replace(prepared, terms=_stacked_terms(name, self.sigma_, spread_d))
+        return dataclasses.replace(prepared, rescore=_rescore_table(name, self._mu_sigma_, spread_d))
 
-    def _item_terms(self, name: str, spread: np.ndarray, prepared: _Prepared) -> np.ndarray | None:
-        """Every item's precomputed KERNEL_TERMS for this query's spread, (N, t, d), or None."""
-        if name == "likelihood":
-            return self._log_sigma_[:, None, :]
-        if name == "kl":
-            return self._kl_terms_ if spread is self.default_spread_ else None
-        return prepared.terms
+    def _rescore_table_for(self, name: str, spread: np.ndarray, prepared: _Prepared) -> np.ndarray:
+        """The (N, 2 + t, d) rescore table of this score and spread (for kl at another spread than the
+        default: mu and sigma only, and the kernel computes its terms)."""
+        if name == "kl" and spread is not self.default_spread_:
+            return self._mu_sigma_
+        return prepared.rescore
 
     def _prepared_for(self, name: str, spread: np.ndarray) -> _Prepared:
         """The prepared features of score ``name``; for a spread-feature score, those of this spread (d,) or ()."""
@@ -759,10 +776,13 @@ class SearchIndex:
             constants = self._default_constants_
         else:
             constants = _SpreadConstants.of(spread if spread.shape else np.full(self.dim_, spread))
-        phi, const, const_magnitude = _query_one(name, z - self.center_, constants)  # (m,), float, float
-        query_norms = np.sqrt(np.add.reduceat(phi * phi, prepared.block_starts))  # (n_feature_blocks,)
-        # key_bound >= sum_j |psi_ij| |phi_j| for every item i, and phi_l1 >= sum_j |phi_j|.
-        key_bound, phi_l1 = (query_norms @ prepared.norm_bounds).tolist()
+        phi, const, const_magnitude, norms = _query_one(name, z - self.center_, constants)
+        # key_bound >= sum_j |psi_ij| |phi_j| for every item i (Cauchy-Schwarz per feature block), and
+        # phi_l1 >= sum_j |phi_j| (L1 <= sqrt(width) L2).
+        key_bound = phi_l1 = 0.0
+        for norm, (max_norm, sqrt_width) in zip(norms, prepared.norm_bound_pairs, strict=True):
+            key_bound += max_norm * norm
+            phi_l1 += sqrt_width * norm
         if not (key_bound < _FLOAT32_SAFE and phi_l1 < _FLOAT32_SAFE):  # False for NaN too
             ids, values = self._brute_force(z[None, :], name, k, spread)  # float32 could overflow
             return ids[0], values[0]
@@ -781,20 +801,17 @@ class SearchIndex:
             candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
         # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit (its
         # per-item terms, when cached, come from the same elementwise code).
-        mu_sigma = self._mu_sigma_[candidates]  # (M, 2, d), one gather for both
-        terms = self._item_terms(name, spread, prepared)
-        values = KERNELS[name](
-            z, mu_sigma[:, 0], mu_sigma[:, 1], spread, None if terms is None else _unstack(terms[candidates])
-        )  # (M,)
+        mu, sigma, terms = _split_rows(self._rescore_table_for(name, spread, prepared)[candidates])  # one gather
+        values = KERNELS[name](z, mu, sigma, spread, terms)  # (M,)
         nearness = -values if form.higher_is_nearer else values
         # Nearest first, ties by the lower index: a stable sort does that when the ids are ascending.
-        order = (np.argsort(nearness, kind="stable") if ascending else np.lexsort((candidates, nearness)))[:k]
-        ids, values = candidates[order], values[order]
+        order = (nearness.argsort(kind="stable") if ascending else np.lexsort((candidates, nearness)))[:k]
+        ids, values = candidates.take(order), values.take(order)
         threshold = self._key_threshold(form, float(values[-1]), const, const_magnitude, prepared.slack)
         if kappa + max_error < threshold:
             return ids, values
         return self._widen(
-            prepared, keys, phi32, query_norms, underflow, candidates, threshold, z, name, spread, k
+            prepared, keys, phi32, np.array(norms), underflow, candidates, threshold, z, name, spread, k
         )
 
     def _uses_blocks(self, k: int, n_candidates: int, n_pad: int) -> bool:

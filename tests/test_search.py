@@ -352,4 +352,4 @@ def test_backend_list_and_feature_widths() -> None:
         "likelihood": 21, "kl": 21, "mahalanobis": 21, "euclidean": 11,
         "kl_reverse": 11, "jeffreys": 21, "wasserstein2": 11, "bhattacharyya": 21,
     }
-    assert index.features_["kl"] is index.features_["likelihood"]
+    assert index.features_["kl"].features is index.features_["likelihood"].features  # shared, not copied
