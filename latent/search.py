@@ -52,12 +52,13 @@ inner product per item:
 Exactness
 ---------
 Per query the index computes all keys in float32 with one matrix-vector product over the contiguous
-feature matrix (stored transposed, (m, N), so the product streams it), picks an over-fetched candidate
-set from it, and rescores the candidates in float64 with the same kernel as ``fn``. The candidates come
-from a partial sort of the maxima of groups of ``block_size`` items rather than of all N keys (item i
-is in group i mod (N_pad / block_size), so that all maxima come from one vectorised pass): with kappa
-the (k + 8)-th largest group maximum, every key outside the best k + 8 groups is at most kappa, and the
-candidates are the keys above kappa inside them (about k + 8 items). The float32 key of item i
+feature matrix (stored transposed, (m, N), so that numpy's BLAS sgemv streams it), picks an over-fetched
+candidate set from it, and rescores the candidates in float64 with the same kernel as ``fn``. The
+candidates come from a partial sort of the maxima of groups of ``block_size`` items rather than of all
+N keys (item i is in group i mod (N_pad / block_size), so that all maxima come from vectorised passes:
+first over subgroups of 16 items, then over groups): with kappa the (k + 8)-th largest group maximum,
+every key outside the best k + 8 groups is at most kappa, and the candidates are the keys above kappa,
+about k + 8 items, found through the subgroups whose maximum exceeds kappa. The float32 key of item i
 differs from the exact psi . phi by at most
 
     E_i = 2 (m + 3) u / (1 - (m + 3) u) * sum_j |psi_ij| |phi_j| + eta,     u = 2^-24,
@@ -74,9 +75,13 @@ the candidate set is widened to every item whose own bound key_i + E_i reaches t
 per-group bounds, then per item) and rescored; that set provably contains the top k. Features too large
 for float32 fall back to float64 brute force, which is exact by definition.
 
+Rescoring reads one (N, 2 + t, d) table per score: mu, sigma and the kernel's per-item terms that
+depend only on (sigma, s) (``latent.scores.KERNEL_TERMS``), precomputed for the spread in use, so that
+one gather fetches everything and the values still equal ``fn``'s bit for bit.
+
 Thread safety: after ``fit`` the index is only read, except for a small lock-protected cache of
-bhattacharyya features by spread, so one fitted index can serve many threads. The library never
-changes torch's or FAISS's thread counts; callers (the benchmark) may.
+spread-dependent features by spread, so one fitted index can serve many threads. The library never
+changes torch's, BLAS's or FAISS's thread counts; callers (the benchmark) may.
 """
 
 from __future__ import annotations
