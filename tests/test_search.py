@@ -353,3 +353,21 @@ def test_backend_list_and_feature_widths() -> None:
         "kl_reverse": 11, "jeffreys": 21, "wasserstein2": 11, "bhattacharyya": 21,
     }
     assert index.features_["kl"].features is index.features_["likelihood"].features  # shared, not copied
+
+
+def test_spread_features_are_cached_per_score_and_spread_and_stay_bounded() -> None:
+    # kl_reverse, jeffreys, wasserstein2 and bhattacharyya build features for each new spread; cycling
+    # through many spreads and scores keeps results exact and the cache small.
+    from latent.search import _SPREAD_CACHE_SIZE
+
+    mu, sigma = catalog(30, 1500)
+    index = SearchIndex(block_size=16).fit(mu, sigma)
+    rng = np.random.default_rng(31)
+    z = rng.normal(size=4)
+    for s in (0.2, 0.5, 0.2, 1.3, np.array([0.1, 0.2, 0.3, 0.9])):
+        for name in SPREAD_FEATURE_SCORES:
+            assert_exact(index, name, z, mu, sigma, s, 9)
+            assert (name, np.broadcast_to(np.asarray(s, dtype=float), (4,)).tobytes()) in index._spread_cache_
+    assert len(index._spread_cache_) <= _SPREAD_CACHE_SIZE * len(SPREAD_FEATURE_SCORES)
+    for name in SPREAD_FEATURE_SCORES:  # the default spread's features are never evicted
+        assert_exact(index, name, z, mu, sigma, None, 9)
