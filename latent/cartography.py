@@ -25,11 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cartogram import Cartogram, cell_areas, flow_cartogram, resize_density, splat_density
-from .geodesic import LatentGraph
 from .geometry import (
     MEASURES,
     ArrayLike,
@@ -45,6 +44,10 @@ from .geometry import (
     slice_through,
 )
 from .urlstate import FieldError, FieldSpec, ParseContext, choice_field, parse_int, quote
+
+if TYPE_CHECKING:  # scipy's graph and image modules load only when a cartogram or graph is built
+    from .cartogram import Cartogram
+    from .geodesic import LatentGraph
 
 # --------------------------------------------------------------------------- defaults
 
@@ -364,12 +367,16 @@ def slice_cartogram(mag: MagnificationMap, sl: LatentSlice, cells: int = CARTOGR
     preprocessing: clip to the 1st-99th percentiles, gamma 0.5, blur 2 cells). The magnification's cells are
     resampled to a ``cells`` x ``cells`` grid; the cartogram's extent is the slice's (s_min, s_max, t_min, t_max).
     """
+    from .cartogram import flow_cartogram, resize_density
+
     return flow_cartogram(resize_density(mag.mf, (cells, cells)), extent=sl.extent)
 
 
 def map_cartogram(embedding: ArrayLike, weights: ArrayLike, cells: int = CARTOGRAM_CELLS) -> Cartogram:
     """The 2-D map of the catalog (e.g. UMAP, (N, 2)) stretched so that each region's area follows the total
     weight of its items (:func:`latent.cartogram.splat_density`, then :func:`flow_cartogram`)."""
+    from .cartogram import flow_cartogram, splat_density
+
     density, extent = splat_density(np.asarray(embedding, dtype=np.float64), np.asarray(weights, dtype=np.float64),
                                     resolution=cells)
     return flow_cartogram(density, extent=extent)
@@ -414,6 +421,8 @@ def block_areas(cart: Cartogram, sl: LatentSlice, n: int) -> tuple[np.ndarray, n
     tiles = thumbnail_slice(sl, n)
     Sc, Tc = np.meshgrid(tiles.s, tiles.t)
     centres = carry(cart, np.stack([Sc.ravel(), Tc.ravel()], 1)).reshape(n, n, 2)
+    from .cartogram import cell_areas
+
     return centres, cell_areas(corners)
 
 

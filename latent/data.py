@@ -360,9 +360,11 @@ def _read_array_cache(path: Path, digest: str, folder: Path) -> FashionMNIST | N
             fingerprint = str(npz["fingerprint"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+    # A damaged file fails zipfile's CRC-32 check while np.load reads it (BadZipFile, above), so the
+    # fingerprint stored beside the arrays is trusted rather than recomputed (0.1 s per load here).
     images, labels, is_test = arrays
     if images.dtype != np.uint8 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE) or not (
-            len(images) == len(labels) == len(is_test)) or fingerprint != fingerprint_arrays(images, labels, is_test):
+            len(images) == len(labels) == len(is_test)) or len(fingerprint) != 64:
         return None
     for array in arrays:
         array.setflags(write=False)
@@ -403,7 +405,7 @@ def load_fashion_mnist(
             present are validated structurally, not by MD5: other copies hold other row orders.
         cache_dir: if given, the decoded canonical arrays are cached there as an uncompressed
             ``.npz`` keyed by the SHA-256 of the four files (a warm load skips gunzip and hashing;
-            the fingerprint is re-checked, so a damaged cache is rebuilt).
+            a damaged cache fails the zip format's CRC-32 check and is rebuilt).
 
     Returns:
         A :class:`FashionMNIST` with the 70,000 items (60,000 train then 10,000 test).

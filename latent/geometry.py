@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import jvp
 
 ArrayLike = np.ndarray | torch.Tensor
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
@@ -199,6 +198,8 @@ def _jvps(fn: TensorFn, Z: torch.Tensor, tangents: torch.Tensor) -> tuple[torch.
 
     Each tangent is broadcast over the batch (``expand_as``), so one call gives every row's JVP.
     """
+    from torch.func import jvp  # imported on first use: it loads functorch (0.2 s)
+
     primal = None
     cols = []
     for i in range(tangents.shape[0]):

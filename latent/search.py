@@ -572,7 +572,7 @@ class SearchIndex:
         block_size_: the block size in use (``block_size``, or the automatic choice).
         center_: (d,) the catalog mean of mu, the origin of the feature maps.
         default_spread_: (d,) the spread used when ``s`` is None: :func:`latent.scores.default_spread`.
-        features_: per-score prepared float32 features (private layout).
+        features_: per-score prepared float32 features, filled as scores are first searched (private layout).
     """
 
     def __init__(self, backend: str = "blas", block_size: int | None = None) -> None:
@@ -582,7 +582,9 @@ class SearchIndex:
     # -- fitting -----------------------------------------------------------------------------------
 
     def fit(self, mu: ArrayLike, sigma: ArrayLike) -> SearchIndex:
-        """Validate the catalog, mu and sigma of shape (N, d), precompute every score's features; return self."""
+        """Validate the catalog, mu and sigma of shape (N, d), and keep float64 copies; return self.
+
+        Each score's features are precomputed the first time that score is searched."""
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
         block_size = self.block_size
@@ -607,26 +609,39 @@ class SearchIndex:
         self._log_sigma_ = log_sigma
         self._mu_sigma_ = np.stack([mu_copy, sigma_copy], axis=1)  # (N, 2, d): candidates gather both at once
         self._centered_mu_ = mu_copy - self.center_
-        prepared: dict[str, _Prepared] = {}
-        for name in LINEAR_SCORES:
-            source = _SHARED_FEATURES.get(name)
-            if source is not None and source in prepared:
-                prepared[name] = prepared[source]
-                continue
-            features = _item_features(name, self._centered_mu_, sigma_copy, log_sigma, None)
-            prepared[name] = _prepare(features, d, _FORMS[name], self.block_size_, self.backend)
-        for name in LINEAR_SCORES:  # kl shares likelihood's features, not its rescore table
-            table = _rescore_table(name, self._mu_sigma_, self.default_spread_)  # kl's: default spread only
-            prepared[name] = dataclasses.replace(prepared[name], rescore=table)
-        # The other scores' features depend on the spread: build them for the default one now, and for
-        # other spreads on first use (kept in a small cache).
-        for name in SPREAD_FEATURE_SCORES:
-            prepared[name] = self._spread_features(name, self.default_spread_)
-        self.features_ = prepared
+        # Each score's features are built the first time it is searched (the dashboard's landing page
+        # needs three of the eight), for the default spread; other spreads are cached separately.
+        self.features_: dict[str, _Prepared] = {}
         self._default_constants_ = _SpreadConstants.of(self.default_spread_)
         self._spread_cache_: OrderedDict[tuple[str, bytes], _Prepared] = OrderedDict()
         self._lock_ = threading.Lock()
         return self
+
+    def _default_features(self, name: str) -> _Prepared:
+        """The prepared features of ``name`` at the default spread, built on first use (thread-safe)."""
+        prepared = self.features_.get(name)
+        if prepared is not None:
+            return prepared
+        with self._lock_:
+            return self._build_default_features(name)
+
+    def _build_default_features(self, name: str) -> _Prepared:
+        """:meth:`_default_features` with the lock held."""
+        prepared = self.features_.get(name)
+        if prepared is not None:
+            return prepared
+        source = _SHARED_FEATURES.get(name)
+        if source is not None:  # kl reads likelihood's features, with its own rescore table
+            base = self._build_default_features(source)
+            prepared = dataclasses.replace(base, rescore=_rescore_table(name, self._mu_sigma_, self.default_spread_))
+        elif _FORMS[name].spread_features:
+            prepared = self._spread_features(name, self.default_spread_)
+        else:
+            features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, None)
+            prepared = _prepare(features, self.dim_, _FORMS[name], self.block_size_, self.backend)
+            prepared = dataclasses.replace(prepared, rescore=_rescore_table(name, self._mu_sigma_, self.default_spread_))
+        self.features_[name] = prepared
+        return prepared
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "features_"):
@@ -653,10 +668,10 @@ class SearchIndex:
     def _prepared_for(self, name: str, spread: np.ndarray) -> _Prepared:
         """The prepared features of score ``name``; for a spread-feature score, those of this spread (d,) or ()."""
         if spread is self.default_spread_ or not _FORMS[name].spread_features:
-            return self.features_[name]
+            return self.features_.get(name) or self._default_features(name)
         spread_d = np.ascontiguousarray(np.broadcast_to(spread, (self.dim_,)))
         if np.array_equal(spread_d, self.default_spread_):
-            return self.features_[name]
+            return self._default_features(name)
         cache_key = (name, spread_d.tobytes())
         with self._lock_:
             cached = self._spread_cache_.get(cache_key)

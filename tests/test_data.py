@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,16 @@ def test_decoded_array_cache_is_equal_rebuilt_when_damaged_and_keyed_by_the_file
     cached_file.write_bytes(cached_file.read_bytes()[:300])  # damaged: rebuilt, not trusted
     again = load_fashion_mnist(tmp_path / "d", download=False, expected_counts=None, cache_dir=cache)
     np.testing.assert_array_equal(again.images, cold.images)
+    # One flipped byte inside the image payload, the zip structure intact: the CRC-32 check catches it.
+    raw = bytearray(cached_file.read_bytes())
+    at = raw.index(cold.images.tobytes()[:64]) + 100
+    raw[at] ^= 0xFF
+    cached_file.write_bytes(bytes(raw))
+    with pytest.raises(zipfile.BadZipFile, match="CRC"), np.load(cached_file) as npz:
+        npz["images"]
+    flipped = load_fashion_mnist(tmp_path / "d", download=False, expected_counts=None, cache_dir=cache)
+    np.testing.assert_array_equal(flipped.images, cold.images)
+    assert flipped.fingerprint == cold.fingerprint
     write_idx(tmp_path / "d" / FILES["test-labels"], (cold.test_labels + 1) % 10)  # new content, new key
     changed = load_fashion_mnist(tmp_path / "d", download=False, expected_counts=None, cache_dir=cache)
     assert changed.fingerprint != cold.fingerprint and len(list(cache.glob("fashion-mnist-*.npz"))) == 2

@@ -347,12 +347,23 @@ def test_backend_list_and_feature_widths() -> None:
     assert BACKENDS == ("blas", "faiss")
     mu, sigma = catalog(21, 20, d=10)
     index = SearchIndex().fit(mu, sigma)
-    widths = {name: index.features_[name].features.shape[0] for name in (*LINEAR_SCORES, *SPREAD_FEATURE_SCORES)}
+    widths = {name: index.feature_matrix(name).shape[0] for name in (*LINEAR_SCORES, *SPREAD_FEATURE_SCORES)}
     assert widths == {
         "likelihood": 21, "kl": 21, "mahalanobis": 21, "euclidean": 11,
         "kl_reverse": 11, "jeffreys": 21, "wasserstein2": 11, "bhattacharyya": 21,
     }
     assert index.features_["kl"].features is index.features_["likelihood"].features  # shared, not copied
+
+
+def test_features_are_built_on_first_use_once_even_from_many_threads() -> None:
+    mu, sigma = catalog(22, 3000)
+    index = SearchIndex().fit(mu, sigma)
+    assert index.features_ == {}  # fit only validates and copies
+    z = np.zeros(4)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: index.search(z, "kl", 5), range(16)))
+    assert set(index.features_) == {"likelihood", "kl"}  # kl built likelihood's features, once
+    assert all(np.array_equal(ids, results[0][0]) for ids, _ in results)
 
 
 def test_spread_features_are_cached_per_score_and_spread_and_stay_bounded() -> None:
