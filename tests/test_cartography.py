@@ -297,3 +297,17 @@ def test_magnification_weights_are_relative_mf_with_collapsed_items_at_the_floor
     assert magnification_weights(np.full(3, -np.inf)).tolist() == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match=r"shape \(N,\)"):
         magnification_weights(np.zeros((2, 2)))
+
+
+def test_url_measure_names_match_the_geometry_measures_and_need_no_torch() -> None:
+    import subprocess
+    import sys
+
+    from latent.cartography_url import MEASURE_NAMES
+    from latent.geometry import MEASURES
+
+    assert MEASURE_NAMES == tuple(MEASURES)
+    # Every page reads the URL schema at start-up: it must not pull in torch or scipy.
+    code = "import sys, latent.cartography_url; print(sorted({'torch', 'scipy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

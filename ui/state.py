@@ -64,7 +64,7 @@ def schema() -> UrlSchema:
 
 def _cartography_fields(base: UrlSchema) -> UrlSchema:
     """``base`` plus the Cartography page's keys (measure, span, dims, via, extent, grid, target, view)."""
-    from latent.cartography import url_fields
+    from latent.cartography_url import url_fields
 
     for spec in url_fields():
         base = base.with_field(spec)
