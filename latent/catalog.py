@@ -16,13 +16,15 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from . import paths
 from .data import FashionMNIST
-from .model import VAE
+
+if TYPE_CHECKING:  # torch loads only to encode: reading a cached catalog needs numpy alone
+    from .model import VAE
 
 CATALOG_VERSION = 1
 #: ``progress(done, total)`` in items.
@@ -78,7 +80,6 @@ def catalog_key(checkpoint_sha256: str, data_fingerprint: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@torch.no_grad()
 def encode_images(
     model: VAE,
     images: np.ndarray,
@@ -86,6 +87,17 @@ def encode_images(
     progress: EncodeProgress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode uint8 images (N, 28, 28) into mu and sigma = exp(logvar / 2), each (N, d) float32."""
+    import torch
+
+    with torch.no_grad():
+        return _encode(model, images, batch_size, progress)
+
+
+def _encode(
+    model: VAE, images: np.ndarray, batch_size: int, progress: EncodeProgress | None
+) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -162,6 +174,29 @@ def find_cached(key: str, n: int, d: int, cache_dir: str | os.PathLike[str] | No
     return None
 
 
+def load_catalog(key: str, data: FashionMNIST, latent_dim: int, cache_dir: str | os.PathLike[str] | None = None,
+                 shipped: Path | None = SHIPPED_CATALOG) -> Catalog | None:
+    """The catalog for ``key`` (see :func:`catalog_key`) over ``data`` from disk, the shipped file first, then the
+    cache; None when neither holds a valid one (then :func:`load_or_build_catalog` encodes it). No model needed."""
+    found = find_cached(key, len(data), latent_dim, cache_dir, shipped)
+    if found is None:
+        return None
+    path, cached = found
+    seconds = float(cached["encode_seconds"])
+    return _catalog(key, data, cached["mu"], cached["sigma"], path, built=False, seconds=seconds)
+
+
+def _catalog(key: str, data: FashionMNIST, mu: np.ndarray, sigma: np.ndarray, path: Path | None, built: bool,
+             seconds: float) -> Catalog:
+    arrays = [mu, sigma, data.labels, data.is_test, np.arange(len(data), dtype=np.int64)]
+    for array in arrays:
+        array.setflags(write=False)
+    return Catalog(
+        mu=arrays[0], sigma=arrays[1], labels=arrays[2], is_test=arrays[3], index=arrays[4],
+        key=key, path=path, built=built, encode_seconds=seconds,
+    )
+
+
 def save_catalog(catalog: Catalog, path: str | os.PathLike[str]) -> Path:
     """Write ``catalog`` atomically to ``path`` in the cache format (e.g. to ship it in ``models/``)."""
     path = Path(path)
@@ -224,13 +259,7 @@ def load_or_build_catalog(
             path = None  # a read-only cache folder still gives a working (uncached) catalog
     else:
         mu, sigma, seconds = cached["mu"], cached["sigma"], float(cached["encode_seconds"])
-    arrays = [mu, sigma, data.labels, data.is_test, np.arange(n, dtype=np.int64)]
-    for array in arrays:
-        array.setflags(write=False)
-    return Catalog(
-        mu=arrays[0], sigma=arrays[1], labels=arrays[2], is_test=arrays[3], index=arrays[4],
-        key=key, path=path, built=built, encode_seconds=seconds,
-    )
+    return _catalog(key, data, mu, sigma, path, built, seconds)
 
 
 def kl_per_dimension(catalog: Catalog) -> np.ndarray:

@@ -5,7 +5,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from latent.data import CLASS_NAMES
-from latent.model import decode_images
 from latent.render import png_bytes
 from latent.scores import SCORES
 from ui import presentation, state
@@ -48,7 +47,7 @@ items, values = index.search(z, score=q.score, k=q.k, s=q.s)
 where = projector.place(z)  # (2,) kNN-weighted map position, no umap needed
 
 with side:
-    st.image(png_bytes(decode_images(res.model, z), scale=presentation.size(6, 10)), output_format="PNG",
+    st.image(png_bytes(res.decoder.decode_mean(z), scale=presentation.size(6, 10)), output_format="PNG",
              width=presentation.size(168, 280),
              caption=f"The query z{f' = item #{q.item}' if q.item is not None else ''}")
     if not presenting:

@@ -4,7 +4,6 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from latent.model import decode_images
 from latent.rankings import agreement, neighbour_table
 from latent.render import png_bytes, strip
 from latent.scores import SCORES
@@ -18,7 +17,7 @@ st.title("Compare the scores")
 q = state.query()
 top, controls = st.columns([1, 4], gap="large")
 with top:
-    st.image(png_bytes(decode_images(res.model, q.z_array), scale=5), caption="The query z, decoded", width=140, output_format="PNG")
+    st.image(png_bytes(res.decoder.decode_mean(q.z_array), scale=5), caption="The query z, decoded", width=140, output_format="PNG")
 with controls:
     st.markdown("The same query ranked under every score in the registry. Distances and divergences rank "
                 "smallest first; the log-likelihood ranks largest first. Set z on **Explore** or **Atlas**.")

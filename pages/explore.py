@@ -4,7 +4,6 @@ import numpy as np
 import streamlit as st
 
 from latent.data import CLASS_NAMES
-from latent.model import decode_images
 from latent.rankings import neighbour_table
 from latent.render import png_bytes, sheet
 from latent.scores import SCORES
@@ -53,7 +52,7 @@ if not presenting:  # presentation mode draws no controls
 # ----------------------------------------------------------------------------- the garment
 q = state.query()
 z = q.z_array
-decoded = decode_images(res.model, z)
+decoded = res.decoder.decode_mean(z)
 
 st.title("Explore the latent space")
 left, right = st.columns([2, 3], gap="large")
@@ -69,7 +68,7 @@ with right:
                     f"{'test' if res.catalog.is_test[q.item] else 'train'} split. z is its posterior mean mu(x).")
         i1, i2 = st.columns(2)
         i1.image(png_bytes(res.data.images[q.item], scale=6), caption="Original", width=168, output_format="PNG")
-        i2.image(png_bytes(decode_images(res.model, res.catalog.mu[q.item]), scale=6),
+        i2.image(png_bytes(res.decoder.decode_mean(res.catalog.mu[q.item]), scale=6),
                  caption="Reconstruction from mu(x)", width=168, output_format="PNG")
     st.markdown("**Neighbours**: which dataset items are nearest to z? Each item is a Gaussian "
                 "q(z|x) = N(mu(x), sigma(x)^2), so *nearest* depends on the score.")

@@ -34,6 +34,14 @@ def query_z(at) -> np.ndarray:
     return np.array([float(v) for v in param(at, "z").split(",")], np.float32)
 
 
+def assert_same_picture(shown: np.ndarray, reference: np.ndarray) -> None:
+    """The page decodes in numpy, the reference in torch: float32 rounding may move a grey level by one
+    where a pixel sits on a rounding boundary, and nowhere by more."""
+    assert shown.shape == reference.shape
+    diff = np.abs(shown.astype(np.int16) - reference.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
 def galleries(at) -> dict[str, list[int]]:
     """Item numbers in each neighbour gallery, in the order shown (captions 'Class #item · value')."""
     captions = [c for c, _ in captions_with(at, r"#\d+ · ")]
@@ -49,7 +57,7 @@ def test_decoded_image_is_the_decoder_mean_and_follows_the_sliders(expected, med
     z0 = query_z(at)
     np.testing.assert_array_equal(z0, np.zeros(10, np.float32))
     reference = upscale(to_uint8(decode_images(expected.model, z0)), 12)
-    np.testing.assert_array_equal(media.pixels(url), reference)
+    assert_same_picture(media.pixels(url), reference)
 
     at.slider(key="w_z0").set_value(2.5).run()
     at.slider(key="w_z3").set_value(-1.25).run()
@@ -57,7 +65,7 @@ def test_decoded_image_is_the_decoder_mean_and_follows_the_sliders(expected, med
     z1 = query_z(at)
     assert z1[0] == 2.5 and z1[3] == -1.25
     assert url2 != url
-    np.testing.assert_array_equal(media.pixels(url2), upscale(to_uint8(decode_images(expected.model, z1)), 12))
+    assert_same_picture(media.pixels(url2), upscale(to_uint8(decode_images(expected.model, z1)), 12))
 
 
 @pytest.mark.parametrize("k, spread", [(8, None), (3, 0.01), (13, 1.0)])
@@ -99,8 +107,7 @@ def test_starting_from_an_item_shows_original_and_reconstruction(expected, media
     (_, original), = captions_with(at, "^Original")
     (_, recon), = captions_with(at, "^Reconstruction")
     np.testing.assert_array_equal(media.pixels(original), upscale(expected.data.images[item], 6))
-    np.testing.assert_array_equal(media.pixels(recon),
-                                  upscale(to_uint8(decode_images(expected.model, expected.catalog.mu[item])), 6))
+    assert_same_picture(media.pixels(recon), upscale(to_uint8(decode_images(expected.model, expected.catalog.mu[item])), 6))
     # Moving a slider leaves the item: z is no longer its mean.
     at.slider(key="w_z1").set_value(0.0).run()
     assert "item" not in at.query_params

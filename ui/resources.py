@@ -14,25 +14,42 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
-import torch
 
 from latent import paths
-from latent.catalog import Catalog, catalog_key, file_sha256, load_or_build_catalog
+from latent.catalog import Catalog, catalog_key, file_sha256, load_catalog, load_or_build_catalog
 from latent.data import DataError, FashionMNIST, load_fashion_mnist, missing_files, resolve_data_dir
-from latent.model import VAE, CheckpointError, load_checkpoint
+from latent.numpy_decoder import NumpyDecoder
+
+if TYPE_CHECKING:
+    from latent.model import VAE
 
 
 @dataclass(frozen=True)
 class Resources:
-    """Everything a page needs, all read-only."""
+    """Everything a page needs, all read-only.
+
+    ``decoder`` decodes garments in numpy; the torch model (``model``, ``model_meta``) loads on first use,
+    so that the landing page never waits for torch's import (over a second here).
+    """
 
     data: FashionMNIST
-    model: VAE
-    model_meta: dict
+    decoder: NumpyDecoder
     checkpoint: Path
     checkpoint_sha256: str
     catalog: Catalog
+
+    @property
+    def model(self) -> VAE:
+        """The torch VAE (loaded once per process, on first use)."""
+        return _load_model(str(self.checkpoint), self.checkpoint_sha256)[0]
+
+    @property
+    def model_meta(self) -> dict:
+        """The checkpoint's metadata (training history and machine)."""
+        return _load_model(str(self.checkpoint), self.checkpoint_sha256)[1]
 
 
 def checkpoint_path() -> Path:
@@ -47,6 +64,8 @@ def configure_runtime() -> int:
     One thread: every interaction is a tiny batch, for which extra threads only add contention
     between concurrent sessions (GEOMETRY.md measured 50-200x slow-downs under contention).
     """
+    import torch
+
     threads = int(os.environ.get("LATENT_TORCH_THREADS", "1"))
     torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
@@ -68,16 +87,41 @@ def _load_data(folder: str, stamp: tuple) -> FashionMNIST:
 
 @st.cache_resource(show_spinner="Loading the model ...")
 def _load_model(path: str, sha256: str) -> tuple[VAE, dict]:
+    from latent.model import load_checkpoint
+
+    configure_runtime()  # torch's thread count: once per process, before the model first runs
     model, meta = load_checkpoint(path)
     for param in model.parameters():
         param.requires_grad_(False)
     return model, meta
 
 
+def _decoder_cache_file(sha256: str) -> Path:
+    return paths.cache_dir() / f"decoder-{sha256[:20]}.npz"
+
+
+@st.cache_resource(show_spinner="Loading the decoder ...")
+def _load_decoder(path: str, sha256: str) -> NumpyDecoder:
+    """The numpy decoder of the checkpoint: from the cache folder, else exported from the torch model once."""
+    cache_file = _decoder_cache_file(sha256)
+    decoder = NumpyDecoder.load(cache_file, sha256) if sha256 else None
+    if decoder is None:
+        model, _ = _load_model(path, sha256)  # raises CheckpointError for a missing or bad checkpoint
+        decoder = NumpyDecoder.from_model(model, sha256)
+        try:
+            decoder.save(cache_file)
+        except OSError:
+            pass  # a read-only cache folder: exported again next time
+    return decoder
+
+
 @st.cache_resource(show_spinner="Loading the catalog ...")
-def _load_catalog(key: str, path: str, sha256: str, _data: FashionMNIST) -> Catalog:
-    model, _ = _load_model(path, sha256)
-    return load_or_build_catalog(model, path, _data)
+def _load_catalog(key: str, path: str, sha256: str, _data: FashionMNIST, latent_dim: int) -> Catalog:
+    catalog = load_catalog(key, _data, latent_dim)
+    if catalog is None:  # not on disk (a read-only cache folder): encode it here
+        model, _ = _load_model(path, sha256)
+        catalog = load_or_build_catalog(model, path, _data)
+    return catalog
 
 
 def _fail(title: str, exc: Exception) -> None:
@@ -125,7 +169,6 @@ def _encode_with_progress(model: VAE, ckpt: Path, data: FashionMNIST) -> None:
 
 def get_resources() -> Resources:
     """Load (or, on a first run, build with progress) everything; stops the page with a clear error."""
-    configure_runtime()
     folder = resolve_data_dir()
     try:
         if missing_files(folder):
@@ -134,17 +177,21 @@ def get_resources() -> Resources:
     except DataError as exc:
         _fail("The Fashion-MNIST data could not be loaded.", exc)
     ckpt = checkpoint_path()
+    stat = ckpt.stat() if ckpt.is_file() else None
+    sha = _checkpoint_sha256(str(ckpt), stat.st_size, stat.st_mtime_ns) if stat else ""
     try:
-        stat = ckpt.stat() if ckpt.is_file() else None
-        sha = _checkpoint_sha256(str(ckpt), stat.st_size, stat.st_mtime_ns) if stat else ""
-        model, meta = _load_model(str(ckpt), sha)
-    except CheckpointError as exc:
+        decoder = _load_decoder(str(ckpt), sha)
+    except Exception as exc:
+        from latent.model import CheckpointError  # already imported: the checkpoint was just read
+
+        if not isinstance(exc, CheckpointError):
+            raise
         _fail("The model checkpoint could not be loaded.", exc)
     key = catalog_key(sha, data.fingerprint)
-    if _load_catalog_needs_build(key, len(data), model.config.latent_dim):
-        _encode_with_progress(model, ckpt, data)
-    catalog = _load_catalog(key, str(ckpt), sha, data)
-    return Resources(data, model, meta, ckpt, sha, catalog)
+    if _load_catalog_needs_build(key, len(data), decoder.latent_dim):
+        _encode_with_progress(_load_model(str(ckpt), sha)[0], ckpt, data)
+    catalog = _load_catalog(key, str(ckpt), sha, data, decoder.latent_dim)
+    return Resources(data, decoder, ckpt, sha, catalog)
 
 
 @st.cache_resource(show_spinner=False)
