@@ -87,32 +87,24 @@ def encode_images(
     progress: EncodeProgress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode uint8 images (N, 28, 28) into mu and sigma = exp(logvar / 2), each (N, d) float32."""
-    import torch
-
-    with torch.no_grad():
-        return _encode(model, images, batch_size, progress)
-
-
-def _encode(
-    model: VAE, images: np.ndarray, batch_size: int, progress: EncodeProgress | None
-) -> tuple[np.ndarray, np.ndarray]:
-    import torch
+    import torch  # here, not at import: reading a cached catalog needs numpy alone
 
     was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    n = len(images)
-    mu = np.empty((n, model.config.latent_dim), np.float32)
-    sigma = np.empty_like(mu)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        x = torch.tensor(images[start:stop], device=device)  # a copy: the input may be read-only
-        x = x.unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28)
-        m, logvar = model.encode(x)
-        mu[start:stop] = m.cpu().numpy()
-        sigma[start:stop] = torch.exp(0.5 * logvar).cpu().numpy()
-        if progress:
-            progress(stop, n)
+    with torch.no_grad():
+        model.eval()
+        device = next(model.parameters()).device
+        n = len(images)
+        mu = np.empty((n, model.config.latent_dim), np.float32)
+        sigma = np.empty_like(mu)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            x = torch.tensor(images[start:stop], device=device)  # a copy: the input may be read-only
+            x = x.unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28)
+            m, logvar = model.encode(x)
+            mu[start:stop] = m.cpu().numpy()
+            sigma[start:stop] = torch.exp(0.5 * logvar).cpu().numpy()
+            if progress:
+                progress(stop, n)
     model.train(was_training)
     return mu, sigma
 

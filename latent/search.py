@@ -278,50 +278,19 @@ def query_features(
     center_array = np.zeros(d) if center is None else check_query(center, d)
     if name not in _FORMS:
         raise ValueError(f"unknown score {name!r}; choose one of: {', '.join(_FORMS)}")
-    query = _query_features(name, z_array - center_array, spread)
-    return query.phi[0], float(query.const[0])
+    phi, const, _, _ = _query_one(name, z_array[0] - center_array, _SpreadConstants.of(np.array(spread)))
+    return phi, const
 
 
-def _query_features(name: str, y: np.ndarray, s: np.ndarray) -> _QueryFeatures:
-    """phi (B, m) for centred queries y (B, d) and spread s (d,)."""
-    batch, d = y.shape
-    ones = np.ones((batch, 1))
-    y2 = y * y  # (B, d)
-    if name in ("likelihood", "mahalanobis"):
-        phi = np.concatenate([y2, y, ones], axis=1)
-        const = np.full(batch, -0.5 * d * math.log(2.0 * math.pi) if name == "likelihood" else 0.0)
-        magnitude = np.abs(const)
-    elif name == "kl":
-        phi = np.concatenate([s * s + y2, y, ones], axis=1)
-        const = np.full(batch, -float(np.log(s).sum()) - 0.5 * d)
-        magnitude = np.full(batch, float(np.abs(np.log(s)).sum()) + 0.5 * d)
-    elif name == "euclidean":
-        phi = np.concatenate([y, ones], axis=1)
-        const = y2.sum(axis=1)
-        magnitude = const
-    elif name == "kl_reverse":
-        w = 0.5 / (s * s)  # (d,)
-        phi = np.concatenate([2.0 * w * y, ones], axis=1)
-        wy2 = y2 @ w  # (B,)
-        const = wy2 + (float(np.log(s).sum()) - 0.5 * d)
-        magnitude = wy2 + (float(np.abs(np.log(s)).sum()) + 0.5 * d)
-    elif name == "wasserstein2":
-        phi = np.concatenate([2.0 * y, ones], axis=1)
-        const = y2.sum(axis=1)
-        magnitude = const
-    elif name == "jeffreys":
-        phi = np.concatenate([y2, y, ones], axis=1)
-        wy2 = y2 @ (0.5 / (s * s))  # (B,)
-        const = wy2 - d
-        magnitude = wy2 + d
-    elif name == "bhattacharyya":
-        phi = np.concatenate([y2, y, ones], axis=1)
-        half_log_2s = 0.5 * np.log(2.0 * s)
-        const = np.full(batch, -float(half_log_2s.sum()))
-        magnitude = np.full(batch, float(np.abs(half_log_2s).sum()))
-    else:  # pragma: no cover
-        raise ValueError(f"no feature map for {name!r}")
-    return _QueryFeatures(phi=np.ascontiguousarray(phi), const=const, const_magnitude=magnitude)
+def _query_features(name: str, y: np.ndarray, c: _SpreadConstants) -> _QueryFeatures:
+    """phi (B, m), const (B,) and magnitude (B,) for centred queries y (B, d), B >= 1, row by row with
+    :func:`_query_one` (one derivation of every map; a batch's matrix product dwarfs this loop)."""
+    rows = [_query_one(name, row, c) for row in y]
+    return _QueryFeatures(
+        phi=np.stack([row[0] for row in rows]),
+        const=np.array([row[1] for row in rows]),
+        const_magnitude=np.array([row[2] for row in rows]),
+    )
 
 
 @dataclass(frozen=True)
@@ -630,18 +599,24 @@ class SearchIndex:
         prepared = self.features_.get(name)
         if prepared is not None:
             return prepared
-        source = _SHARED_FEATURES.get(name)
-        if source is not None:  # kl reads likelihood's features, with its own rescore table
-            base = self._build_default_features(source)
-            prepared = dataclasses.replace(base, rescore=_rescore_table(name, self._mu_sigma_, self.default_spread_))
-        elif _FORMS[name].spread_features:
+        if _FORMS[name].spread_features:
             prepared = self._spread_features(name, self.default_spread_)
         else:
-            features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, None)
-            prepared = _prepare(features, self.dim_, _FORMS[name], self.block_size_, self.backend)
-            prepared = dataclasses.replace(prepared, rescore=_rescore_table(name, self._mu_sigma_, self.default_spread_))
+            source = _SHARED_FEATURES.get(name)  # kl reads likelihood's features, with its own rescore table
+            if source is not None:
+                base = self._build_default_features(source)
+            else:
+                features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, None)
+                base = _prepare(features, self.dim_, _FORMS[name], self.block_size_, self.backend)
+            prepared = dataclasses.replace(base, rescore=_rescore_table(name, self._mu_sigma_, self.default_spread_))
         self.features_[name] = prepared
         return prepared
+
+    def _constants(self, spread: np.ndarray) -> _SpreadConstants:
+        """The query-side constants of a spread of shape () or (d,) (those of the default, precomputed)."""
+        if spread is self.default_spread_:
+            return self._default_constants_
+        return _SpreadConstants.of(np.broadcast_to(spread, (self.dim_,)))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "features_"):
@@ -668,7 +643,7 @@ class SearchIndex:
     def _prepared_for(self, name: str, spread: np.ndarray) -> _Prepared:
         """The prepared features of score ``name``; for a spread-feature score, those of this spread (d,) or ()."""
         if spread is self.default_spread_ or not _FORMS[name].spread_features:
-            return self.features_.get(name) or self._default_features(name)
+            return self._default_features(name)
         spread_d = np.ascontiguousarray(np.broadcast_to(spread, (self.dim_,)))
         if np.array_equal(spread_d, self.default_spread_):
             return self._default_features(name)
@@ -765,8 +740,7 @@ class SearchIndex:
 
     def _plan(self, name: str, z: np.ndarray, spread: np.ndarray, prepared: _Prepared) -> _Plan:
         """Query features and error bounds for queries z (B, d)."""
-        spread_d = spread if spread.shape else np.full(self.dim_, spread)
-        query = _query_features(name, z - self.center_, spread_d)
+        query = _query_features(name, z - self.center_, self._constants(spread))
         phi = query.phi  # (B, m)
         query_norms = np.sqrt((phi * phi) @ prepared.block_indicator.T)  # (B, n_feature_blocks)
         # key_bound >= sum_j |psi_ij| |phi_j| for every item i, and phi_l1 >= sum_j |phi_j|.
@@ -792,11 +766,7 @@ class SearchIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """One query z (d,), 0 < k < N: the latency-critical path, with as few array operations as possible."""
         form = _FORMS[name]
-        if spread is self.default_spread_:
-            constants = self._default_constants_
-        else:
-            constants = _SpreadConstants.of(spread if spread.shape else np.full(self.dim_, spread))
-        phi, const, const_magnitude, norms = _query_one(name, z - self.center_, constants)
+        phi, const, const_magnitude, norms = _query_one(name, z - self.center_, self._constants(spread))
         # key_bound >= sum_j |psi_ij| |phi_j| for every item i (Cauchy-Schwarz per feature block), and
         # phi_l1 >= sum_j |phi_j| (L1 <= sqrt(width) L2).
         key_bound = phi_l1 = 0.0
