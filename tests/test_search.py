@@ -34,6 +34,7 @@ def have_faiss() -> bool:
 
 
 BACKEND_PARAMS = [
+    "fused",
     "blas",
     pytest.param("faiss", marks=pytest.mark.skipif(not have_faiss(), reason="faiss-cpu is not installed")),
 ]
@@ -224,15 +225,14 @@ def test_scores_all_equals_the_score_function(name: str) -> None:
     np.testing.assert_array_equal(index.scores_all(z, name, s=0.7), SCORES[name].fn(z, mu, sigma, 0.7))
 
 
-def test_backends_agree() -> None:
-    if not have_faiss():
-        pytest.skip("faiss-cpu is not installed")
+@pytest.mark.parametrize("backend", BACKEND_PARAMS[1:])
+def test_backends_agree(backend: str) -> None:
     mu, sigma = catalog(14, 3000)
-    blas_index = SearchIndex().fit(mu, sigma)
-    faiss_index = SearchIndex(backend="faiss").fit(mu, sigma)
+    fused_index = SearchIndex().fit(mu, sigma)
+    other_index = SearchIndex(backend=backend).fit(mu, sigma)
     z = np.array([0.3, 0.3, -0.2, 0.0])
     for name in NAMES:
-        for a, b in zip(blas_index.search(z, name, 15), faiss_index.search(z, name, 15), strict=True):
+        for a, b in zip(fused_index.search(z, name, 15), other_index.search(z, name, 15), strict=True):
             np.testing.assert_array_equal(a, b)
 
 
@@ -329,7 +329,7 @@ def test_bad_batches_and_bad_fits_raise_value_errors(fitted: SearchIndex) -> Non
     with pytest.raises(ValueError, match=r"Z contains 1 NaN or inf"):
         fitted.search_batch(np.array([[0.0, 0.0, np.inf, 0.0]]))
     mu, sigma = catalog(20, 10)
-    with pytest.raises(ValueError, match=r"unknown backend 'annoy'; choose one of: blas, faiss"):
+    with pytest.raises(ValueError, match=r"unknown backend 'annoy'; choose one of: fused, blas, faiss"):
         SearchIndex(backend="annoy").fit(mu, sigma)
     with pytest.raises(ValueError, match=r"block_size must be a positive integer"):
         SearchIndex(block_size=0).fit(mu, sigma)
@@ -344,7 +344,7 @@ def test_bad_batches_and_bad_fits_raise_value_errors(fitted: SearchIndex) -> Non
 
 
 def test_backend_list_and_feature_widths() -> None:
-    assert BACKENDS == ("blas", "faiss")
+    assert BACKENDS == ("fused", "blas", "faiss")
     mu, sigma = catalog(21, 20, d=10)
     index = SearchIndex().fit(mu, sigma)
     widths = {name: index.feature_matrix(name).shape[0] for name in (*LINEAR_SCORES, *SPREAD_FEATURE_SCORES)}

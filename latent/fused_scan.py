@@ -1,0 +1,207 @@
+r"""A fused float32 scan: keys = phi . psi(x) for every item and their top candidates, in one pass.
+
+This is the hot loop of :class:`latent.search.SearchIndex`'s default "fused" backend. Instead of writing
+all N keys to memory with a BLAS matrix-vector product and then selecting from them in several numpy
+passes, a compiled loop (numba) computes the keys of ``_CHUNK`` items at a time into a buffer that stays
+in the L1 cache, and keeps the ``n_keep`` largest in a binary min-heap. A chunk whose keys all lie at or
+below the heap's minimum (the usual case once the heap is full: about n_keep ln(N / n_keep) items ever
+enter it) costs one vectorised count and nothing more.
+
+With P threads the items are split into P contiguous parts, each with its own heap; the heaps are
+merged at the end. What the search needs from the scan, for its exactness certificate, is:
+
+* ``ids`` (M,), ascending: the items whose keys are the M = min(n_keep, N) largest found;
+* ``kappa``: an upper bound on the key of every item left out. Each part's heap minimum bounds the keys
+  that part left out (an item is refused only when its key is at most the current minimum, and the
+  minimum never decreases; an evicted item was the minimum), and the merge adds the best key it drops.
+
+The keys are float32 sums of float32 products in some order; :mod:`latent.search` bounds their error
+for any summation order, with or without fused multiply-add.
+
+The kernels compile on first use (about 6 s for the serial one on the 2-core development machine) and
+are cached on disk next to this module, where it is writable (then loading takes about 0.3 s). The parallel kernel needs a thread-safe numba threading layer (OpenMP or TBB), since the
+dashboard searches from several threads at once; where only numba's "workqueue" layer is available the
+serial kernel is used instead.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numba import get_num_threads, njit, prange, threading_layer
+
+_CHUNK = 1024  # items per buffer: 4 KB of keys, and 2-4 KB contiguous runs of each feature row
+_RUN = 64  # keys per vectorised count against the heap's minimum
+
+_JIT = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
+
+
+@njit(**_JIT)
+def _heap_replace_min(heap_keys: np.ndarray, heap_ids: np.ndarray, key: np.float32, item: int) -> None:
+    """Replace the minimum of the binary min-heap (heap_keys (n,), heap_ids (n,)) by (key, item)."""
+    n = heap_keys.shape[0]
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= n:
+            break
+        if child + 1 < n and heap_keys[child + 1] < heap_keys[child]:
+            child += 1
+        if heap_keys[child] >= key:
+            break
+        heap_keys[pos] = heap_keys[child]
+        heap_ids[pos] = heap_ids[child]
+        pos = child
+    heap_keys[pos] = key
+    heap_ids[pos] = item
+
+
+@njit(**_JIT)
+def _chunk_keys(features: np.ndarray, phi: np.ndarray, base: int, width: int, buffer: np.ndarray) -> None:
+    """buffer[:width] = phi @ features[:, base:base + width] in float32 (features (m, N_pad), phi (m,))."""
+    m = features.shape[0]
+    end = base + width
+    for i in range(width):
+        buffer[i] = np.float32(0.0)
+    j = 0
+    while j + 4 <= m:  # four feature rows per pass over the buffer: a quarter of the buffer traffic
+        p0, p1, p2, p3 = phi[j], phi[j + 1], phi[j + 2], phi[j + 3]
+        r0, r1 = features[j, base:end], features[j + 1, base:end]
+        r2, r3 = features[j + 2, base:end], features[j + 3, base:end]
+        for i in range(width):
+            buffer[i] += (p0 * np.float32(r0[i]) + p1 * np.float32(r1[i])) + (
+                p2 * np.float32(r2[i]) + p3 * np.float32(r3[i])
+            )
+        j += 4
+    while j < m:
+        pj = phi[j]
+        row = features[j, base:end]
+        for i in range(width):
+            buffer[i] += pj * np.float32(row[i])
+        j += 1
+
+
+@njit(**_JIT)
+def _push_above(
+    buffer: np.ndarray, first: int, stop: int, base: int, heap_keys: np.ndarray, heap_ids: np.ndarray
+) -> None:
+    """Push buffer[first:stop] (the keys of items base + first, ...) where they beat the heap's minimum."""
+    for i in range(first, stop):
+        if buffer[i] > heap_keys[0]:
+            _heap_replace_min(heap_keys, heap_ids, buffer[i], base + i)
+
+
+@njit(**_JIT)
+def _push_chunk(buffer: np.ndarray, chunk: int, base: int, heap_keys: np.ndarray, heap_ids: np.ndarray) -> None:
+    """Push a full chunk's keys buffer (chunk,) into the heap.
+
+    Even with the final minimum, a chunk holds one of the heap's keys about n_keep * chunk / N of the
+    time, so chunks are checked in runs of _RUN keys: a vectorised count of the keys above the minimum
+    (constant bounds, so that it compiles to vector compares), and a scalar visit of the runs with some."""
+    threshold = heap_keys[0]
+    for run in range(chunk // _RUN):
+        above = 0
+        for i in range(run * _RUN, run * _RUN + _RUN):
+            above += buffer[i] > threshold
+        if above:
+            _push_above(buffer, run * _RUN, run * _RUN + _RUN, base, heap_keys, heap_ids)
+            threshold = heap_keys[0]
+
+
+@njit(**_JIT)
+def _scan_range(
+    features: np.ndarray,
+    phi: np.ndarray,
+    start: int,
+    stop: int,
+    heap_keys: np.ndarray,
+    heap_ids: np.ndarray,
+    chunk: int,
+) -> None:
+    buffer = np.empty(chunk, dtype=np.float32)
+    for base in range(start, stop, chunk):
+        width = min(chunk, stop - base)
+        if width == chunk:  # a literal width (see _scan_part): numba compiles these loops to vector code
+            _chunk_keys(features, phi, base, chunk, buffer)
+            _push_chunk(buffer, chunk, base, heap_keys, heap_ids)
+        else:  # the last, partial chunk
+            _chunk_keys(features, phi, base, width, buffer)
+            _push_above(buffer, 0, width, base, heap_keys, heap_ids)
+
+
+@njit(**_JIT)
+def _scan_part(
+    features: np.ndarray, phi: np.ndarray, start: int, stop: int, heap_keys: np.ndarray, heap_ids: np.ndarray
+) -> None:
+    """Push the keys of items start..stop-1 (features (m, N_pad) float32 or int16, phi (m,) float32)
+    into the heap."""
+    _scan_range(features, phi, start, stop, heap_keys, heap_ids, _CHUNK)
+
+
+@njit(**_JIT)
+def _merge(heap_keys: np.ndarray, heap_ids: np.ndarray, n_keep: int) -> tuple[np.ndarray, float]:
+    """The best n_keep entries of the heaps (P, n_keep), ids ascending, and kappa (see the module docstring)."""
+    kappa = -np.inf
+    for p in range(heap_keys.shape[0]):  # each heap's minimum bounds what its part left out
+        kappa = max(kappa, np.float64(heap_keys[p, 0]))
+    keys = heap_keys.ravel()
+    ids = heap_ids.ravel()
+    valid = ids >= 0  # unfilled slots (a part with fewer than n_keep items) hold id -1 and key -inf
+    keys = keys[valid]
+    ids = ids[valid]
+    if ids.shape[0] > n_keep:
+        order = np.argsort(-keys)
+        kappa = max(kappa, np.float64(keys[order[n_keep]]))  # the best key dropped here
+        ids = ids[order[:n_keep]]
+    return np.sort(ids), kappa
+
+
+@njit(**_JIT)
+def _top_keys_serial(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> tuple[np.ndarray, float]:
+    heap_keys = np.full((1, n_keep), -np.inf, dtype=np.float32)
+    heap_ids = np.full((1, n_keep), -1, dtype=np.int64)
+    _scan_part(features, phi, 0, n_items, heap_keys[0], heap_ids[0])
+    return _merge(heap_keys, heap_ids, n_keep)
+
+
+@njit(parallel=True, **_JIT)
+def _top_keys_parallel(
+    features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int
+) -> tuple[np.ndarray, float]:
+    heap_keys = np.full((n_parts, n_keep), -np.inf, dtype=np.float32)
+    heap_ids = np.full((n_parts, n_keep), -1, dtype=np.int64)
+    n_chunks = (n_items + _CHUNK - 1) // _CHUNK
+    for part in prange(n_parts):
+        start = min(n_items, part * n_chunks // n_parts * _CHUNK)  # whole chunks per part
+        stop = min(n_items, (part + 1) * n_chunks // n_parts * _CHUNK)
+        _scan_part(features, phi, start, stop, heap_keys[part], heap_ids[part])
+    return _merge(heap_keys, heap_ids, n_keep)
+
+
+_PARALLEL_MIN_ITEMS = 200_000  # below this one thread is as fast (measured at 70,000), and compiles faster
+
+_lock = threading.Lock()
+_parallel_ok: bool | None = None  # None: not decided yet (the first parallel call decides, under the lock)
+
+
+def top_keys(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> tuple[np.ndarray, float]:
+    """Candidate ids (M,) int64, ascending, with the M = min(n_keep, n_items) largest keys
+    ``phi @ features[:, :n_items]``, and kappa, a float >= the key of every item left out.
+
+    ``features`` (m, N_pad) float32 or int16, C-contiguous, with N_pad >= n_items; ``phi`` (m,) float32;
+    n_keep >= 1. Catalogs of at least 200,000 items are split over numba's current thread count
+    (``numba.set_num_threads``).
+    """
+    global _parallel_ok
+    n_parts = min(get_num_threads(), n_items // (2 * _CHUNK)) if n_items >= _PARALLEL_MIN_ITEMS else 1
+    if n_parts > 1:
+        if _parallel_ok is None:
+            with _lock:
+                if _parallel_ok is None:
+                    result = _top_keys_parallel(features, phi, n_items, n_keep, 1)  # compiles, starts the layer
+                    _parallel_ok = threading_layer() in ("omp", "tbb")
+                    return result
+        if _parallel_ok:
+            return _top_keys_parallel(features, phi, n_items, n_keep, n_parts)
+    return _top_keys_serial(features, phi, n_items, n_keep)

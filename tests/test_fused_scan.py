@@ -1,0 +1,108 @@
+"""The fused scan (latent.fused_scan) and the int16 feature codes it reads, against brute force."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latent import fused_scan
+from latent.search import _quantize
+
+
+def brute_force_check(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> None:
+    """ids must hold the n_keep largest float64 keys (up to float32 rounding), kappa bound the rest."""
+    ids, kappa = fused_scan.top_keys(features, phi, n_items, n_keep)
+    keys = phi.astype(np.float64) @ features[:, :n_items].astype(np.float64)  # (n_items,)
+    tolerance = 1e-5 * (np.abs(phi).astype(np.float64) @ np.abs(features[:, :n_items]).astype(np.float64)).max()
+    expected_count = min(n_keep, n_items)
+    assert ids.dtype == np.int64 and ids.shape == (expected_count,)
+    assert np.all(np.diff(ids) > 0), "ids must be unique and ascending"
+    assert ids.min() >= 0 and ids.max() < n_items, "padding or unfilled slots leaked into the ids"
+    left_out = np.setdiff1d(np.arange(n_items), ids)
+    if left_out.size:
+        assert keys[left_out].max() <= kappa + tolerance
+        # The kept keys are the largest: none is below a left-out one (beyond rounding).
+        assert keys[ids].min() >= keys[left_out].max() - 2 * tolerance
+    # kappa is -inf (nothing left out) or one of the keys, not a loose bound.
+    assert kappa == -np.inf or kappa <= keys.max() + tolerance
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+@pytest.mark.parametrize("m", [1, 3, 11, 21])
+@pytest.mark.parametrize("n_items", [1, 7, 1023, 1024, 1025, 4097, 20_000, 200_001])
+def test_top_keys_equal_brute_force(threads: int, dtype: type, m: int, n_items: int) -> None:
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("one core only")
+    rng = np.random.default_rng(n_items * 31 + m)
+    features = np.zeros((m, n_items + 5), dtype=dtype)  # padding columns must never be read
+    if dtype == np.int16:
+        features[:, :n_items] = rng.integers(-32767, 32768, size=(m, n_items))
+        features[:, n_items:] = 32767
+    else:
+        features[:, :n_items] = rng.normal(size=(m, n_items))
+        features[:, n_items:] = 1e30
+    phi = rng.normal(size=m).astype(np.float32)
+    numba.set_num_threads(threads)
+    try:
+        for n_keep in (1, 20, 44, n_items + 3):
+            brute_force_check(features, phi, n_items, n_keep)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_top_keys_with_all_keys_tied() -> None:
+    features = np.ones((3, 10_000), dtype=np.float32)
+    ids, kappa = fused_scan.top_keys(features, np.ones(3, dtype=np.float32), 10_000, 20)
+    assert ids.shape == (20,) and np.unique(ids).shape == (20,)
+    assert kappa == 3.0  # every left-out key equals the kept ones
+
+
+def test_top_keys_finds_a_single_spike_anywhere() -> None:
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(5, 30_000)).astype(np.float32)
+    phi = np.ones(5, dtype=np.float32)
+    for position in (0, 1023, 1024, 4095, 4096, 17_000, 29_999):
+        spiked = features.copy()
+        spiked[:, position] = 100.0
+        ids, kappa = fused_scan.top_keys(spiked, phi, 30_000, 1)
+        assert ids.tolist() == [position]
+        others = np.delete(phi @ spiked, position)
+        assert others.max() <= kappa <= 500.0  # a bound on the rest, at most the kept key
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 400),
+    m=st.integers(1, 21),
+    log_scale=st.floats(-6, 8),
+    constant_column=st.booleans(),
+)
+def test_int16_codes_bound_the_key_error(seed: int, n: int, m: int, log_scale: float, constant_column: bool) -> None:
+    """For any query, offset + the float32 sum over the codes is within the stated bound of the exact key,
+    whatever the summation order; and the bound is tight enough to be useful (about 1e-4 of the terms)."""
+    rng = np.random.default_rng(seed)
+    psi = rng.normal(size=(n, m)) * 10.0**log_scale * rng.uniform(0.1, 10.0, size=m) + rng.normal(size=m)
+    if constant_column:
+        psi[:, 0] = 3.25
+    quantized = _quantize(psi, n + 3)
+    codes = quantized.codes[:, :n]
+    assert np.all(quantized.codes[:, n:] == 0)
+    assert np.abs(codes.astype(np.int64)).max() <= 32767
+    phi = rng.normal(size=m) * rng.uniform(0.01, 100.0)
+    exact = psi @ phi  # float64 reference, (n,)
+    offset = phi @ quantized.mid
+    bound = np.abs(phi) @ quantized.error_weights
+    scaled = (phi * quantized.scale).astype(np.float32)
+    forward = scaled @ codes.astype(np.float32)  # BLAS order
+    sequential = np.zeros(n, dtype=np.float32)  # one term at a time, reversed
+    for j in reversed(range(m)):
+        sequential = sequential + scaled[j] * codes[j].astype(np.float32)
+    for approx in (forward, sequential):
+        assert np.all(np.abs(exact - (offset + approx.astype(np.float64))) <= bound)
+    magnitude = np.abs(phi) @ (np.abs(psi).max(axis=0) + np.abs(quantized.mid))
+    assert bound <= 2e-4 * magnitude + 1e-300
