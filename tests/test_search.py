@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from latent.scores import SCORES
 from latent.search import (
     BACKENDS,
+    FUSED_MIN_ITEMS,
     LINEAR_SCORES,
     SPREAD_FEATURE_SCORES,
     NotFittedError,
@@ -173,9 +174,11 @@ def test_near_ties_below_float32_resolution_come_out_right(backend: str, name: s
     block_size=st.sampled_from([1, 2, 5, 64, None]),
     duplicates=st.booleans(),
     scalar_spread=st.booleans(),
+    backend=st.sampled_from(["fused", "blas"]),
 )
 def test_search_equals_brute_force_on_random_catalogs(
-    seed: int, n: int, d: int, k: int, name: str, block_size: int | None, duplicates: bool, scalar_spread: bool
+    seed: int, n: int, d: int, k: int, name: str, block_size: int | None, duplicates: bool, scalar_spread: bool,
+    backend: str,
 ) -> None:
     rng = np.random.default_rng(seed)
     mu = rng.normal(size=(n, d)) * rng.uniform(0.01, 10.0)
@@ -184,8 +187,15 @@ def test_search_equals_brute_force_on_random_catalogs(
         mu[1::3], sigma[1::3] = mu[0], sigma[0]
     z = mu[rng.integers(n)] + rng.normal(size=d) * 0.1 if rng.random() < 0.5 else rng.normal(size=d)
     s = float(rng.uniform(0.01, 3.0)) if scalar_spread else rng.uniform(0.01, 3.0, size=d)
-    index = SearchIndex(block_size=block_size).fit(mu, sigma)
+    index = SearchIndex(backend=backend, block_size=block_size).fit(mu, sigma)
     assert_exact(index, name, z, mu, sigma, s, k)
+
+
+def test_auto_backend_picks_the_fused_scan_for_large_catalogs() -> None:
+    small, large = (np.zeros((n, 1)) for n in (FUSED_MIN_ITEMS - 1, FUSED_MIN_ITEMS))
+    assert SearchIndex().fit(small, small + 1.0).backend_ == "blas"
+    assert SearchIndex().fit(large, large + 1.0).backend_ == "fused"
+    assert SearchIndex(backend="fused").fit(small[:5], small[:5] + 1.0).backend_ == "fused"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -228,7 +238,7 @@ def test_scores_all_equals_the_score_function(name: str) -> None:
 @pytest.mark.parametrize("backend", BACKEND_PARAMS[1:])
 def test_backends_agree(backend: str) -> None:
     mu, sigma = catalog(14, 3000)
-    fused_index = SearchIndex().fit(mu, sigma)
+    fused_index = SearchIndex(backend="fused").fit(mu, sigma)
     other_index = SearchIndex(backend=backend).fit(mu, sigma)
     z = np.array([0.3, 0.3, -0.2, 0.0])
     for name in NAMES:
@@ -329,7 +339,7 @@ def test_bad_batches_and_bad_fits_raise_value_errors(fitted: SearchIndex) -> Non
     with pytest.raises(ValueError, match=r"Z contains 1 NaN or inf"):
         fitted.search_batch(np.array([[0.0, 0.0, np.inf, 0.0]]))
     mu, sigma = catalog(20, 10)
-    with pytest.raises(ValueError, match=r"unknown backend 'annoy'; choose one of: fused, blas, faiss"):
+    with pytest.raises(ValueError, match=r"unknown backend 'annoy'; choose one of: auto, fused, blas, faiss"):
         SearchIndex(backend="annoy").fit(mu, sigma)
     with pytest.raises(ValueError, match=r"block_size must be a positive integer"):
         SearchIndex(block_size=0).fit(mu, sigma)
@@ -344,7 +354,7 @@ def test_bad_batches_and_bad_fits_raise_value_errors(fitted: SearchIndex) -> Non
 
 
 def test_backend_list_and_feature_widths() -> None:
-    assert BACKENDS == ("fused", "blas", "faiss")
+    assert BACKENDS == ("auto", "fused", "blas", "faiss")
     mu, sigma = catalog(21, 20, d=10)
     index = SearchIndex().fit(mu, sigma)
     widths = {name: index.feature_matrix(name).shape[0] for name in (*LINEAR_SCORES, *SPREAD_FEATURE_SCORES)}
