@@ -1,11 +1,12 @@
-r"""A fused float32 scan: keys = phi . psi(x) for every item and their top candidates, in one pass.
+r"""A fused scan: keys = phi . psi(x) for every item and their top candidates, in one pass.
 
-This is the hot loop of :class:`latent.search.SearchIndex`'s default "fused" backend. Instead of writing
-all N keys to memory with a BLAS matrix-vector product and then selecting from them in several numpy
-passes, a compiled loop (numba) computes the keys of ``_CHUNK`` items at a time into a buffer that stays
-in the L1 cache, and keeps the ``n_keep`` largest in a binary min-heap. A chunk whose keys all lie at or
-below the heap's minimum (the usual case once the heap is full: about n_keep ln(N / n_keep) items ever
-enter it) costs one vectorised count and nothing more.
+This is the hot loop of :class:`latent.search.SearchIndex`'s "fused" backend (the default from 200,000
+items), which passes int16 codes of the features (float32 works too). Instead of writing all N keys to
+memory with a BLAS matrix-vector product and then selecting from them in several numpy passes, a
+compiled loop (numba) computes the keys of ``_CHUNK`` items at a time, in float32, into a buffer that
+stays in the L1 cache, and keeps the ``n_keep`` largest in a binary min-heap. Each run of ``_RUN`` keys
+costs one vectorised count against the heap's minimum; only runs with keys above it are visited one key
+at a time (about n_keep ln(N / n_keep) keys ever enter the heap).
 
 With P threads the items are split into P contiguous parts, each with its own heap; the heaps are
 merged at the end. What the search needs from the scan, for its exactness certificate, is:
@@ -19,9 +20,10 @@ The keys are float32 sums of float32 products in some order; :mod:`latent.search
 for any summation order, with or without fused multiply-add.
 
 The kernels compile on first use (about 6 s for the serial one on the 2-core development machine) and
-are cached on disk next to this module, where it is writable (then loading takes about 0.3 s). The parallel kernel needs a thread-safe numba threading layer (OpenMP or TBB), since the
-dashboard searches from several threads at once; where only numba's "workqueue" layer is available the
-serial kernel is used instead.
+are cached on disk next to this module, where it is writable (then loading takes about 0.3 s). The
+parallel kernel, used from 200,000 items, needs a thread-safe numba threading layer (OpenMP or TBB),
+since the dashboard searches from several threads at once; where only numba's "workqueue" layer is
+available the serial kernel is used instead.
 """
 
 from __future__ import annotations
