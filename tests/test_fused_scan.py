@@ -61,17 +61,26 @@ def test_top_keys_with_all_keys_tied() -> None:
     assert kappa == 3.0  # every left-out key equals the kept ones
 
 
-def test_top_keys_finds_a_single_spike_anywhere() -> None:
+@pytest.mark.parametrize("m", [5, 21])  # 21 rows: chunks of 8,192 items instead of 1,024
+@pytest.mark.parametrize("threads", [1, 2])
+def test_top_keys_finds_a_single_spike_anywhere(m: int, threads: int) -> None:
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("one core only")
+    n_items = 230_000  # from 200,000 items the parts run in parallel
     rng = np.random.default_rng(3)
-    features = rng.normal(size=(5, 30_000)).astype(np.float32)
-    phi = np.ones(5, dtype=np.float32)
-    for position in (0, 1023, 1024, 4095, 4096, 17_000, 29_999):
-        spiked = features.copy()
-        spiked[:, position] = 100.0
-        ids, kappa = fused_scan.top_keys(spiked, phi, 30_000, 1)
-        assert ids.tolist() == [position]
-        others = np.delete(phi @ spiked, position)
-        assert others.max() <= kappa <= 500.0  # a bound on the rest, at most the kept key
+    features = rng.normal(size=(m, n_items)).astype(np.float32)
+    phi = np.ones(m, dtype=np.float32)
+    numba.set_num_threads(threads)
+    try:
+        for position in (0, 1023, 1024, 4095, 4096, 8191, 8192, 17_000, 114_687, 114_688, 229_375, n_items - 1):
+            spiked = features.copy()
+            spiked[:, position] = 100.0
+            ids, kappa = fused_scan.top_keys(spiked, phi, n_items, 1)
+            assert ids.tolist() == [position]
+            others = np.delete(phi @ spiked, position)
+            assert others.max() <= kappa <= 100.0 * m  # a bound on the rest, at most the kept key
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 @settings(max_examples=60, deadline=None)
