@@ -4,9 +4,10 @@ This is the hot loop of :class:`latent.search.SearchIndex`'s "fused" backend (th
 items), which passes int16 codes of the features (float32 works too). Instead of writing all N keys to
 memory with a BLAS matrix-vector product and then selecting from them in several numpy passes, a
 compiled loop (numba) computes the keys of a chunk of items at a time (1,024, or 8,192 for more than 16
-feature rows), in float32, into a buffer that stays in the L1 cache, and keeps the ``n_keep`` largest in a binary min-heap. Each run of ``_RUN`` keys
-costs one vectorised count against the heap's minimum; only runs with keys above it are visited one key
-at a time (about n_keep ln(N / n_keep) keys ever enter the heap).
+feature rows), in float32, into a buffer that stays in the L1 cache, and keeps the ``n_keep`` largest in
+a binary min-heap. Each run of ``_RUN`` keys costs one vectorised count against the heap's minimum;
+only runs with keys above it are visited one key at a time (about n_keep ln(N / n_keep) keys ever enter
+the heap).
 
 With P threads the items are split into P contiguous parts, each with its own heap; the heaps are
 merged at the end. What the search needs from the scan, for its exactness certificate, is:
@@ -152,7 +153,7 @@ def _scan_part(
     1,000,000 items on the 2-core development machine, chunks of 8,192 items took 1.9 ms against 2.35 ms
     for 1,024 (one thread), while 11 rows were fastest with 1,024. The widths are literals, so that numba
     compiles both loops to vector code."""
-    if features.shape[0] > _WIDE_FROM:
+    if _chunk_width(features.shape[0]) == _WIDE_CHUNK:  # one rule for the width, here and in the parts
         _scan_range(features, phi, start, stop, heap_keys, heap_ids, _WIDE_CHUNK)
     else:
         _scan_range(features, phi, start, stop, heap_keys, heap_ids, _CHUNK)
