@@ -6,8 +6,13 @@ memory with a BLAS matrix-vector product and then selecting from them in several
 compiled loop (numba) computes the keys of a chunk of items at a time (1,024, or 8,192 for more than 16
 feature rows), in float32, into a buffer that stays in the L1 cache, and keeps the ``n_keep`` largest in
 a binary min-heap. Each run of ``_RUN`` keys costs one vectorised count against the heap's minimum;
-only runs with keys above it are visited one key at a time (about n_keep ln(N / n_keep) keys ever enter
-the heap).
+only runs with keys above it are visited one key at a time. The heap starts just below a threshold
+taken from the first chunk's keys (``_seed``), so that only about n_keep (1 + ln(N / chunk)) keys ever
+enter it, instead of n_keep (1 + ln(N / n_keep)).
+
+:func:`search_one` runs a whole query of the search index in one compiled call: the scan, then the
+float64 rescoring of its candidates (:mod:`latent.rescore`), which saves the per-call overhead of about
+ten numpy operations per query.
 
 With P threads the items are split into P contiguous parts, each with its own heap; the heaps are
 merged at the end. What the search needs from the scan, for its exactness certificate, is:
@@ -34,10 +39,14 @@ import threading
 import numpy as np
 from numba import get_num_threads, njit, prange, threading_layer
 
+from latent.rescore import nearest
+
 _CHUNK = 1024  # items per buffer: 4 KB of keys, and 2-4 KB contiguous runs of each feature row
 _WIDE_CHUNK = 8192  # items per buffer for more than _WIDE_FROM feature rows: 32 KB of keys (the L1 cache)
 _WIDE_FROM = 16  # beyond this many rows, longer contiguous runs per row stream faster (measured below)
 _RUN = 64  # keys per vectorised count against the heap's minimum
+_SUBRUN = 16  # keys per second-level count, in a run with some keys above the minimum
+_SEED_GROUPS = 128  # interleaved groups of the first chunk whose maxima seed the heap (see _seed)
 
 _JIT = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
 
@@ -97,21 +106,54 @@ def _push_above(
             _heap_replace_min(heap_keys, heap_ids, buffer[i], base + i)
 
 
+@njit(nogil=True, cache=True, boundscheck=False, fastmath={"nnan", "nsz"})  # keys are never NaN: vector max
+def _seed(buffer: np.ndarray, width: int, heap_keys: np.ndarray) -> None:
+    """Start an empty heap (n,), n <= 128, just below t0: the n-th largest of the maxima of 128
+    interleaved groups of the first chunk's keys (buffer[:width], width >= 128; group l holds keys l,
+    l + 128, l + 256, ..., up to a whole number of rows of 128).
+
+    n groups have a key >= t0, so at least n keys of the chunk are above the seed, and they replace every
+    placeholder entry (id -1) of the heap before its minimum rises above the seed. Only keys above the
+    seed enter the heap: a little over n of the chunk's keys instead of about n (1 + ln(chunk / n)), and
+    each entry costs a scalar visit of its run. Every item refused is still at most the heap's minimum,
+    so kappa stays valid."""
+    n = heap_keys.shape[0]
+    if n > _SEED_GROUPS or width < _SEED_GROUPS:
+        return
+    maxima = np.empty(_SEED_GROUPS, dtype=np.float32)
+    for lane in range(_SEED_GROUPS):
+        maxima[lane] = buffer[lane]
+    for row in range(1, width // _SEED_GROUPS):  # element-wise maxima of rows: vector code
+        for lane in range(_SEED_GROUPS):
+            maxima[lane] = max(maxima[lane], buffer[row * _SEED_GROUPS + lane])
+    seed = np.nextafter(np.sort(maxima)[_SEED_GROUPS - n], np.float32(-3e38))  # the next float below
+    for i in range(n):
+        heap_keys[i] = seed
+
+
 @njit(**_JIT)
-def _push_chunk(buffer: np.ndarray, chunk: int, base: int, heap_keys: np.ndarray, heap_ids: np.ndarray) -> None:
-    """Push a full chunk's keys buffer (chunk,) into the heap.
+def _push_chunk(buffer: np.ndarray, width: int, base: int, heap_keys: np.ndarray, heap_ids: np.ndarray) -> None:
+    """Push a chunk's keys buffer[:width] into the heap.
 
     Even with the final minimum, a chunk holds one of the heap's keys about n_keep * chunk / N of the
     time, so chunks are checked in runs of _RUN keys: a vectorised count of the keys above the minimum
-    (constant bounds, so that it compiles to vector compares), and a scalar visit of the runs with some."""
+    (constant bounds, so that it compiles to vector compares), the same per quarter run, and a scalar
+    visit of the quarters with some. The last width mod _RUN keys are visited one by one."""
     threshold = heap_keys[0]
-    for run in range(chunk // _RUN):
+    whole = width - width % _RUN
+    for run in range(whole // _RUN):
         above = 0
         for i in range(run * _RUN, run * _RUN + _RUN):
             above += buffer[i] > threshold
         if above:
-            _push_above(buffer, run * _RUN, run * _RUN + _RUN, base, heap_keys, heap_ids)
-            threshold = heap_keys[0]
+            for sub in range(run * _RUN, run * _RUN + _RUN, _SUBRUN):
+                above = 0
+                for i in range(sub, sub + _SUBRUN):
+                    above += buffer[i] > threshold
+                if above:
+                    _push_above(buffer, sub, sub + _SUBRUN, base, heap_keys, heap_ids)
+                    threshold = heap_keys[0]
+    _push_above(buffer, whole, width, base, heap_keys, heap_ids)
 
 
 @njit(**_JIT)
@@ -129,10 +171,14 @@ def _scan_range(
         width = min(chunk, stop - base)
         if width == chunk:  # a literal width (see _scan_part): numba compiles these loops to vector code
             _chunk_keys(features, phi, base, chunk, buffer)
+            if base == start:
+                _seed(buffer, chunk, heap_keys)
             _push_chunk(buffer, chunk, base, heap_keys, heap_ids)
         else:  # the last, partial chunk
             _chunk_keys(features, phi, base, width, buffer)
-            _push_above(buffer, 0, width, base, heap_keys, heap_ids)
+            if base == start:
+                _seed(buffer, width, heap_keys)
+            _push_chunk(buffer, width, base, heap_keys, heap_ids)
 
 
 @njit(**_JIT)
@@ -143,10 +189,15 @@ def _chunk_width(n_rows: int) -> int:
 
 @njit(**_JIT)
 def _scan_part(
-    features: np.ndarray, phi: np.ndarray, start: int, stop: int, heap_keys: np.ndarray, heap_ids: np.ndarray
+    features: np.ndarray,
+    phi: np.ndarray,
+    start: int,
+    stop: int,
+    heap_keys: np.ndarray,
+    heap_ids: np.ndarray,
 ) -> None:
     """Push the keys of items start..stop-1 (features (m, N_pad) float32 or int16, phi (m,) float32)
-    into the heap.
+    into the heap, seeded from the first chunk (see _seed).
 
     Each chunk reads m separate runs of its rows, one per row; with many rows, short runs keep the
     memory system from streaming at full speed. For the 21 int16 rows of the 2d + 1 feature scores at
@@ -178,7 +229,10 @@ def _merge(heap_keys: np.ndarray, heap_ids: np.ndarray, n_keep: int) -> tuple[np
 
 
 @njit(**_JIT)
-def _top_keys_serial(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> tuple[np.ndarray, float]:
+def _top_keys(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int) -> tuple[np.ndarray, float]:
+    """:func:`top_keys` over n_parts parts (1: the serial kernel)."""
+    if n_parts > 1:
+        return _top_keys_parallel(features, phi, n_items, n_keep, n_parts)
     heap_keys = np.full((1, n_keep), -np.inf, dtype=np.float32)
     heap_ids = np.full((1, n_keep), -1, dtype=np.int64)
     _scan_part(features, phi, 0, n_items, heap_keys[0], heap_ids[0])
@@ -200,10 +254,53 @@ def _top_keys_parallel(
     return _merge(heap_keys, heap_ids, n_keep)
 
 
+@njit(**_JIT)
+def _search(
+    codes: np.ndarray,
+    phi: np.ndarray,
+    scale: np.ndarray,
+    mid: np.ndarray,
+    error_weights: np.ndarray,
+    n_items: int,
+    n_keep: int,
+    n_parts: int,
+    table: np.ndarray,
+    z: np.ndarray,
+    spread: np.ndarray,
+    kind: int,
+    higher_is_nearer: bool,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """:func:`search_one` in one compiled call."""
+    candidates, kappa_codes = _top_keys(codes, (phi * scale).astype(np.float32), n_items, n_keep, n_parts)
+    offset = 0.0
+    error = 0.0
+    for j in range(phi.shape[0]):
+        offset += phi[j] * mid[j]
+        error += abs(phi[j]) * error_weights[j]
+    ids, values = nearest(table, candidates, z, spread, kind, higher_is_nearer, k)
+    return ids, values, candidates, offset + kappa_codes, error
+
+
 _PARALLEL_MIN_ITEMS = 200_000  # below this one thread is as fast (measured at 70,000), and compiles faster
 
 _lock = threading.Lock()
 _parallel_ok: bool | None = None  # None: not decided yet (the first parallel call decides, under the lock)
+
+
+def _n_parts(features: np.ndarray, n_items: int) -> int:
+    """How many parts to split n_items into: numba's thread count from _PARALLEL_MIN_ITEMS items, if the
+    threading layer is thread-safe (the first call that would go parallel checks, and compiles)."""
+    global _parallel_ok
+    n_parts = min(get_num_threads(), n_items // (2 * _CHUNK)) if n_items >= _PARALLEL_MIN_ITEMS else 1
+    if n_parts <= 1:
+        return 1
+    if _parallel_ok is None:
+        with _lock:
+            if _parallel_ok is None:
+                _top_keys_parallel(features, np.zeros(features.shape[0], np.float32), 1, 1, 1)  # starts the layer
+                _parallel_ok = threading_layer() in ("omp", "tbb")
+    return n_parts if _parallel_ok else 1
 
 
 def top_keys(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> tuple[np.ndarray, float]:
@@ -214,15 +311,35 @@ def top_keys(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -
     n_keep >= 1. Catalogs of at least 200,000 items are split over numba's current thread count
     (``numba.set_num_threads``).
     """
-    global _parallel_ok
-    n_parts = min(get_num_threads(), n_items // (2 * _CHUNK)) if n_items >= _PARALLEL_MIN_ITEMS else 1
-    if n_parts > 1:
-        if _parallel_ok is None:
-            with _lock:
-                if _parallel_ok is None:
-                    result = _top_keys_parallel(features, phi, n_items, n_keep, 1)  # compiles, starts the layer
-                    _parallel_ok = threading_layer() in ("omp", "tbb")
-                    return result
-        if _parallel_ok:
-            return _top_keys_parallel(features, phi, n_items, n_keep, n_parts)
-    return _top_keys_serial(features, phi, n_items, n_keep)
+    return _top_keys(features, phi, n_items, n_keep, _n_parts(features, n_items))
+
+
+def search_one(
+    codes: np.ndarray,
+    phi: np.ndarray,
+    scale: np.ndarray,
+    mid: np.ndarray,
+    error_weights: np.ndarray,
+    n_items: int,
+    n_keep: int,
+    table: np.ndarray,
+    z: np.ndarray,
+    spread: np.ndarray,
+    kind: int,
+    higher_is_nearer: bool,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """One query of :class:`latent.search.SearchIndex`'s "fused" backend, start to finish, in one
+    compiled call: the scan of the int16 codes, then the float64 rescoring of its candidates.
+
+    codes (m, N_pad) int16 with per-column ``scale`` and ``mid`` (m,) and ``error_weights`` (m,)
+    (``latent.search._Quantized``); phi (m,) float64 query features; table (N, 2 + t, d), z (d,), spread
+    (d,), kind and higher_is_nearer as in :func:`latent.rescore.nearest`; k <= n_keep <= n_items.
+
+    Returns the k nearest ids (k,) and their values (k,), nearest first; the candidates (M,), ascending;
+    kappa, a bound on the exact key phi . psi of every item left out, up to ``error``; and ``error`` =
+    sum_j |phi_j| error_weights_j, the bound on every item's key error (without the underflow term).
+    """
+    n_parts = _n_parts(codes, n_items)
+    return _search(codes, phi, scale, mid, error_weights, n_items, n_keep, n_parts, table, z, spread, kind, higher_is_nearer, k)
+

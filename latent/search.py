@@ -82,11 +82,15 @@ S_i = sum_j fl32(phi_j scale_j) q_ij in float32 and keeps the k + 24 largest in 
 sum_j |phi_j| w_j for every item, where w_j covers the quantisation residual and the float32 and float64
 rounding (``_Quantized``); kappa is the heap's bound on the left-out S_i, and the same certificate and
 widening apply (the widening recomputes float32 keys). On the benchmark's catalogs fewer than 40 items
-lie within twice that bound of the 20th key, so widening is rare.
+lie within twice that bound of the 20th key, so widening is rare. The scan and the rescoring run in one
+compiled call (:func:`latent.fused_scan.search_one`).
 
 Rescoring reads one (N, 2 + t, d) table per score: mu, sigma and the kernel's per-item terms that
 depend only on (sigma, s) (``latent.scores.KERNEL_TERMS``), precomputed for the spread in use, so that
-one gather fetches everything and the values still equal ``fn``'s bit for bit.
+one gather fetches everything and the values still equal ``fn``'s bit for bit. A compiled loop
+(:mod:`latent.rescore`) does the same arithmetic in the same order as numpy, a few microseconds instead
+of about twenty; the index checks it against the numpy kernel on each table before it relies on it,
+and uses numpy where they differ (or for d > 128).
 
 Thread safety: after ``fit`` the index is only read, except for a small lock-protected cache of
 spread-dependent features by spread, so one fitted index can serve many threads. The library never
@@ -145,6 +149,10 @@ _EXTRA_CANDIDATES = 24  # candidates rescored beyond k
 _QUERY_CHUNK = 8  # queries per matrix product in batches: their keys (8 x N) stay in cache
 _SUBGROUP = 16  # items per subgroup in the two-level selection of group maxima
 _SUBGROUP_ROWS = np.arange(_SUBGROUP)[:, None]
+_COMPILED_MAX_DIM = 128  # latent.rescore.MAX_DIM, without importing numba here
+_KINDS = {name: kind for kind, name in enumerate(
+    ("likelihood", "euclidean", "mahalanobis", "kl", "kl_reverse", "jeffreys", "bhattacharyya", "wasserstein2")
+)}  # latent.rescore.KINDS
 _PAD_KEY = -1e38  # constant feature of padding items: below any real key, and still finite in float32
 
 
@@ -414,6 +422,7 @@ class _Prepared:
     faiss_index: Any  # faiss.IndexFlatIP over the unpadded psi, or None
     norm_bound_pairs: tuple[tuple[float, float], ...] = ()  # the rows of norm_bounds, as Python floats
     rescore: np.ndarray | None = None  # (N, 2 + t, d): _rescore_table of this score (and spread)
+    compiled_rescore: bool = False  # latent.rescore reproduces this score's kernel on this table, bit for bit
     quantized: _Quantized | None = None  # int16 codes of the features, for the "fused" backend
 
 
@@ -675,7 +684,7 @@ class SearchIndex:
             else:
                 features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, None)
                 base = _prepare(features, self.dim_, _FORMS[name], self.block_size_, self.backend_)
-            prepared = dataclasses.replace(base, rescore=_rescore_table(name, self._mu_sigma_, self.default_spread_))
+            prepared = self._with_rescore(base, name, self.default_spread_)
         self.features_[name] = prepared
         return prepared
 
@@ -698,7 +707,18 @@ class SearchIndex:
     def _spread_features(self, name: str, spread_d: np.ndarray) -> _Prepared:
         features = _item_features(name, self._centered_mu_, self.sigma_, self._log_sigma_, spread_d)
         prepared = _prepare(features, self.dim_, _FORMS[name], self.block_size_, self.backend_)
-        return dataclasses.replace(prepared, rescore=_rescore_table(name, self._mu_sigma_, spread_d))
+        return self._with_rescore(prepared, name, spread_d)
+
+    def _with_rescore(self, prepared: _Prepared, name: str, spread_d: np.ndarray) -> _Prepared:
+        """``prepared`` with the rescore table of ``name`` at the spread (d,), and whether the compiled
+        rescoring (:mod:`latent.rescore`, numba) reproduces numpy's kernel on it bit for bit."""
+        table = _rescore_table(name, self._mu_sigma_, spread_d)
+        compiled = False
+        if self.dim_ <= _COMPILED_MAX_DIM:
+            from latent.rescore import matches_numpy  # compiles on first use
+
+            compiled = matches_numpy(name, table, spread_d)
+        return dataclasses.replace(prepared, rescore=table, compiled_rescore=compiled)
 
     def _rescore_table_for(self, name: str, spread: np.ndarray, prepared: _Prepared) -> np.ndarray:
         """The (N, 2 + t, d) rescore table of this score and spread (for kl at another spread than the
@@ -847,19 +867,35 @@ class SearchIndex:
         max_error = prepared.error_factor * key_bound + underflow
         phi32 = phi.astype(np.float32)
         n_candidates = k + _EXTRA_CANDIDATES
-        keys = None
+        # Rescoring is in float64 with the brute-force kernel's arithmetic, so the values agree with fn
+        # bit for bit: compiled (latent.rescore) where that was checked to hold for this table, else numpy.
+        table = self._rescore_table_for(name, spread, prepared)
+        compiled = prepared.compiled_rescore and table is prepared.rescore
+        if compiled:
+            z = np.ascontiguousarray(z)
+            spread_d = np.ascontiguousarray(spread) if spread.shape else np.full(self.dim_, float(spread))
+        keys = ids = None
         if n_candidates >= self.n_items_:
             candidates, kappa, ascending = np.arange(self.n_items_), -math.inf, True
         elif self.backend_ == "fused":
-            from latent.fused_scan import top_keys  # compiled on first use
-
             quantized = prepared.quantized
-            candidates, kappa_codes = top_keys(
-                quantized.codes, (phi * quantized.scale).astype(np.float32), self.n_items_, n_candidates
-            )
+            if compiled:  # the scan and the rescoring in one compiled call
+                from latent.fused_scan import search_one  # compiled on first use
+
+                ids, values, candidates, kappa, max_error = search_one(
+                    quantized.codes, phi, quantized.scale, quantized.mid, quantized.error_weights,
+                    self.n_items_, n_candidates, table, z, spread_d, _KINDS[name], form.higher_is_nearer, k,
+                )
+            else:
+                from latent.fused_scan import top_keys
+
+                candidates, kappa_codes = top_keys(
+                    quantized.codes, (phi * quantized.scale).astype(np.float32), self.n_items_, n_candidates
+                )
+                kappa = float(phi @ quantized.mid) + kappa_codes
+                max_error = float(np.abs(phi) @ quantized.error_weights)
             # Every left-out item's exact key is at most kappa + max_error (see _Quantized).
-            kappa = float(phi @ quantized.mid) + kappa_codes
-            max_error = float(np.abs(phi) @ quantized.error_weights) + 2.0**-148 * (phi.shape[0] + 1) * 32768.0
+            max_error += 2.0**-148 * (phi.shape[0] + 1) * 32768.0
             ascending = True
         elif self.backend_ == "faiss":
             keys_top, found = prepared.faiss_index.search(phi32[None, :], n_candidates + 1)  # (1, M+1), best first
@@ -867,14 +903,19 @@ class SearchIndex:
         else:
             keys = phi32 @ prepared.features  # (N_pad,) float32: one BLAS sgemv streaming the features
             candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
-        # Rescore in float64 with the brute-force kernel, so the values agree with fn bit for bit (its
-        # per-item terms, when cached, come from the same elementwise code).
-        mu, sigma, terms = _split_rows(self._rescore_table_for(name, spread, prepared)[candidates])  # one gather
-        values = KERNELS[name](z, mu, sigma, spread, terms)  # (M,)
-        nearness = -values if form.higher_is_nearer else values
-        # Nearest first, ties by the lower index: a stable sort does that when the ids are ascending.
-        order = (nearness.argsort(kind="stable") if ascending else np.lexsort((candidates, nearness)))[:k]
-        ids, values = candidates.take(order), values.take(order)
+        if ids is not None:
+            pass  # already rescored
+        elif compiled:
+            from latent.rescore import nearest
+
+            ids, values = nearest(table, candidates, z, spread_d, _KINDS[name], form.higher_is_nearer, k)
+        else:
+            mu, sigma, terms = _split_rows(table[candidates])  # one gather
+            values = KERNELS[name](z, mu, sigma, spread, terms)  # (M,)
+            nearness = -values if form.higher_is_nearer else values
+            # Nearest first, ties by the lower index: a stable sort does that when the ids are ascending.
+            order = (nearness.argsort(kind="stable") if ascending else np.lexsort((candidates, nearness)))[:k]
+            ids, values = candidates.take(order), values.take(order)
         threshold = self._key_threshold(form, float(values[-1]), const, const_magnitude, prepared.slack)
         if kappa + max_error < threshold:
             return ids, values

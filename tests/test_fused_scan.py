@@ -61,6 +61,32 @@ def test_top_keys_with_all_keys_tied() -> None:
     assert kappa == 3.0  # every left-out key equals the kept ones
 
 
+@pytest.mark.parametrize("layout", ["descending", "ascending", "tied_first_chunk", "one_spike_first"])
+@pytest.mark.parametrize("m", [1, 21])  # chunks of 1,024 and of 8,192 items
+@pytest.mark.parametrize("n_keep", [1, 44, 128, 129])  # the first chunk seeds heaps of up to 128 keys
+def test_top_keys_when_the_first_chunk_holds_the_extremes(layout: str, m: int, n_keep: int) -> None:
+    """The heap starts just below a threshold taken from the first chunk's keys (fused_scan._seed):
+    it must hold whatever the first chunk holds, the whole top, ties at the threshold or nothing."""
+    n_items = 20_000
+    keys = np.arange(n_items, dtype=np.float32)
+    if layout == "descending":
+        keys = keys[::-1].copy()
+    elif layout == "tied_first_chunk":
+        keys[:9000] = 50_000.0  # the first chunk (and more) tied at the top
+    elif layout == "one_spike_first":
+        keys[0] = 1e6
+    features = np.zeros((m, n_items), dtype=np.float32)
+    features[0] = keys  # only the first row counts: phi is zero elsewhere
+    phi = np.zeros(m, dtype=np.float32)
+    phi[0] = 1.0
+    brute_force_check(features, phi, n_items, n_keep)
+    ids, kappa = fused_scan.top_keys(features, phi, n_items, n_keep)
+    if layout == "tied_first_chunk":
+        assert kappa == 50_000.0 and np.all(keys[ids] == 50_000.0)
+    else:
+        np.testing.assert_array_equal(np.sort(keys[ids]), np.sort(keys)[-n_keep:])
+
+
 @pytest.mark.parametrize("m", [5, 21])  # 21 rows: chunks of 8,192 items instead of 1,024
 @pytest.mark.parametrize("threads", [1, 2])
 def test_top_keys_finds_a_single_spike_anywhere(m: int, threads: int) -> None:
