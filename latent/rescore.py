@@ -20,7 +20,8 @@ Bit-for-bit equality needs the same operations in the same order:
 
 The per-item terms that need a logarithm (``latent.scores.KERNEL_TERMS``) are not recomputed here: they
 come precomputed by numpy in the rescore table, so no transcendental function has to match numpy's.
-Because numpy could change its summation one day, the index checks this module against the numpy
+It compiles on first use (about 4 s on the 2-core development machine, once: the result is cached
+on disk next to this module where it is writable). Because numpy could change its summation one day, the index checks this module against the numpy
 kernels on its own catalog before it uses it (:func:`matches_numpy`), and falls back to numpy if not.
 """
 

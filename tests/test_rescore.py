@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import latent.scores
+import latent.search
 from latent import rescore
 from latent.scores import KERNELS, SCORES
 from latent.search import SearchIndex, _rescore_table
@@ -41,6 +42,8 @@ def test_pairwise_sum_rejects_more_terms_than_it_reproduces() -> None:
 
 def test_kinds_and_term_counts_cover_every_score() -> None:
     assert set(rescore.KINDS) == set(SCORES) == set(rescore.N_TERMS)
+    # latent.search keeps copies, so that importing it does not import numba.
+    assert latent.search._KINDS == rescore.KINDS and latent.search._COMPILED_MAX_DIM == rescore.MAX_DIM
     rng = np.random.default_rng(0)
     for name in NAMES:  # the table layout the kernels read: mu, sigma and the kernel's own terms
         assert random_table(name, rng, 3, 2, np.float64(0.5)).shape == (3, 2 + rescore.N_TERMS[name], 2)
