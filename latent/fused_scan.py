@@ -46,7 +46,6 @@ _CHUNK = 1024  # items per buffer: 4 KB of keys, and 2-4 KB contiguous runs of e
 _WIDE_CHUNK = 8192  # items per buffer for more than _WIDE_FROM feature rows: 32 KB of keys (the L1 cache)
 _WIDE_FROM = 16  # beyond this many rows, longer contiguous runs per row stream faster (measured below)
 _RUN = 64  # keys per vectorised count against the heap's minimum
-_SUBRUN = 16  # keys per second-level count, in a run with some keys above the minimum
 _SEED_GROUPS = 128  # interleaved groups of the first chunk whose maxima seed the heap (see _seed)
 
 _JIT = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
@@ -138,8 +137,8 @@ def _push_chunk(buffer: np.ndarray, width: int, base: int, heap_keys: np.ndarray
 
     Even with the final minimum, a chunk holds one of the heap's keys about n_keep * chunk / N of the
     time, so chunks are checked in runs of _RUN keys: a vectorised count of the keys above the minimum
-    (constant bounds, so that it compiles to vector compares), the same per quarter run, and a scalar
-    visit of the quarters with some. The last width mod _RUN keys are visited one by one."""
+    (constant bounds, so that it compiles to vector compares), and a scalar visit of the runs with some.
+    The last width mod _RUN keys are visited one by one."""
     threshold = heap_keys[0]
     whole = width - width % _RUN
     for run in range(whole // _RUN):
@@ -147,13 +146,8 @@ def _push_chunk(buffer: np.ndarray, width: int, base: int, heap_keys: np.ndarray
         for i in range(run * _RUN, run * _RUN + _RUN):
             above += buffer[i] > threshold
         if above:
-            for sub in range(run * _RUN, run * _RUN + _RUN, _SUBRUN):
-                above = 0
-                for i in range(sub, sub + _SUBRUN):
-                    above += buffer[i] > threshold
-                if above:
-                    _push_above(buffer, sub, sub + _SUBRUN, base, heap_keys, heap_ids)
-                    threshold = heap_keys[0]
+            _push_above(buffer, run * _RUN, run * _RUN + _RUN, base, heap_keys, heap_ids)
+            threshold = heap_keys[0]
     _push_above(buffer, whole, width, base, heap_keys, heap_ids)
 
 

@@ -903,13 +903,11 @@ class SearchIndex:
         else:
             keys = phi32 @ prepared.features  # (N_pad,) float32: one BLAS sgemv streaming the features
             candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
-        if ids is not None:
-            pass  # already rescored
-        elif compiled:
+        if ids is None and compiled:  # (the fused backend's compiled call has rescored already)
             from latent.rescore import nearest
 
             ids, values = nearest(table, candidates, z, spread_d, _KINDS[name], form.higher_is_nearer, k)
-        else:
+        elif ids is None:
             mu, sigma, terms = _split_rows(table[candidates])  # one gather
             values = KERNELS[name](z, mu, sigma, spread, terms)  # (M,)
             nearness = -values if form.higher_is_nearer else values
