@@ -600,8 +600,9 @@ class SearchIndex:
             "blas". "fused": a compiled scan (:mod:`latent.fused_scan`, numba) over int16 codes
             of the features, which keeps the top keys as it goes, with one error bound for every
             item (see ``_Quantized``); "blas": one float32 matrix-vector product per query through
-            numpy's BLAS (sgemv), then numpy selection; or "faiss": the candidates come from FAISS's
-            exact inner-product index (``faiss.IndexFlatIP``). All give identical, exact results, and
+            numpy's BLAS (sgemv), then a compiled selection through group maxima
+            (:mod:`latent.group_select`; numpy where the compiled rescoring does not apply); or
+            "faiss": the candidates come from FAISS's exact inner-product index (``faiss.IndexFlatIP``). All give identical, exact results, and
             batches use the float32 matrix product whatever the backend.
         block_size: items per group for the candidate selection (the groups with the highest maximum
             key are gathered instead of partially sorting all N keys; item i is in group
@@ -902,7 +903,20 @@ class SearchIndex:
             candidates, kappa, ascending = found[0, :n_candidates].astype(np.int64), float(keys_top[0, -1]), False
         else:
             keys = phi32 @ prepared.features  # (N_pad,) float32: one BLAS sgemv streaming the features
-            candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
+            if compiled and self._uses_subgroups(k, n_candidates, keys.shape[0]):
+                from latent.group_select import search_keys  # compiled on first use
+
+                # The selection of _select_one and the rescoring, in one compiled call.
+                ids, values, candidates, kappa = search_keys(
+                    keys.reshape(_SUBGROUP, -1), self.block_size_ // _SUBGROUP, k + _EXTRA_BLOCKS,
+                    table, z, spread_d, _KINDS[name], form.higher_is_nearer, k,
+                )
+                ascending = True
+                if ids.shape[0] < k:  # keys tie at kappa: _select_one takes those groups whole
+                    ids = None
+                    candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
+            else:
+                candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
         if ids is None and compiled:  # (the fused backend's compiled call has rescored already)
             from latent.rescore import nearest
 
@@ -929,6 +943,10 @@ class SearchIndex:
         # and most groups are left out.
         return kept * (bs - 1) > n_candidates and 2 * kept * bs <= n_pad
 
+    def _uses_subgroups(self, k: int, n_candidates: int, n_pad: int) -> bool:
+        """Whether :meth:`_select_one` takes its two-level path (group maxima through subgroups)."""
+        return self.block_size_ % _SUBGROUP == 0 and self._uses_blocks(k, n_candidates, n_pad)
+
     def _select_one(self, keys: np.ndarray, k: int, n_candidates: int) -> tuple[np.ndarray, float, bool]:
         """Candidate ids (int64) among the float32 keys (N_pad,), kappa >= every key left out, and whether
         the ids come in ascending order.
@@ -946,7 +964,7 @@ class SearchIndex:
         # kappa, all inside the kept groups: at least one per kept group, about k + _EXTRA_BLOCKS in all.
         kept = k + _EXTRA_BLOCKS
         n_groups = n_pad // bs
-        if bs % _SUBGROUP == 0:
+        if bs % _SUBGROUP == 0:  # (latent.group_select.top_groups does this part compiled)
             # Two levels, for fewer passes: maxima of subgroups of _SUBGROUP items (item i in subgroup
             # i mod (N_pad / _SUBGROUP)), then of groups; subgroup j lies in group j mod n_groups.
             sub_maxima = keys.reshape(_SUBGROUP, -1).max(axis=0)  # (N_pad / _SUBGROUP,)

@@ -164,6 +164,34 @@ def test_near_ties_below_float32_resolution_come_out_right(backend: str, name: s
     assert calls, "the near-tie case never exercised the widening path"
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_blas_single_queries_select_through_the_compiled_groups(ties: bool, monkeypatch) -> None:
+    # The "blas" backend's single queries select and rescore in latent.group_select; when keys tie at
+    # kappa it returns fewer than k and the index takes the tied groups whole. Both come out exact.
+    import latent.group_select
+
+    mu, sigma = catalog(17, 5000)
+    if ties:  # 200 identical items: their keys tie at the top
+        mu[::25], sigma[::25] = [0.2, 0.1, -0.1, 0.0], [0.05, 0.05, 0.05, 0.95]
+    returned = []
+    original = latent.group_select.search_keys
+
+    def spy(*args):
+        result = original(*args)
+        returned.append(result[0].shape[0])
+        return result
+
+    monkeypatch.setattr(latent.group_select, "search_keys", spy)
+    index = SearchIndex(backend="blas", block_size=32).fit(mu, sigma)
+    z = np.array([0.2, 0.1, -0.1, 0.0])
+    for name in NAMES:
+        assert_exact(index, name, z, mu, sigma, None, 12)
+        assert_exact(index, name, z + 0.5, mu, sigma, 0.3, 12)
+    # Every query but kl at another spread than the default (rescored by numpy from mu and sigma).
+    assert len(returned) == 2 * len(NAMES) - 1, "the compiled selection was not used"
+    assert (0 in returned) == ties  # the tie fallback ran exactly when keys tied
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
