@@ -773,9 +773,7 @@ class SearchIndex:
         get_score(score)
         k = _check_k(k)
         z_array = check_query(z, self.dim_)
-        spread = self._spread(s)
-        indices, values = self._search(z_array[None, :], score, k, spread)
-        return indices[0], values[0]
+        return self._search_single(z_array, score, k, self._spread(s))
 
     def search_batch(
         self, Z: ArrayLike, score: str = "likelihood", k: int = 10, s: ArrayLike | float | None = None
@@ -800,6 +798,15 @@ class SearchIndex:
         return None if features is None else torch.from_numpy(features)
 
     # -- the search itself -------------------------------------------------------------------------
+
+    def _search_single(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top k for one query z (d,): ids int64 (k',) and values float64 (k',), k' = min(k, N)."""
+        if 0 < k < self.n_items_:
+            prepared = self._prepared_for(name, spread)
+            if prepared.features is not None:
+                return self._search_one(z, name, k, spread, prepared)
+        ids, values = self._search(z[None, :], name, k, spread)  # k = 0, k >= N, or float64 features
+        return ids[0], values[0]
 
     def _search(self, z: np.ndarray, name: str, k: int, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top k for queries z (B, d): ids int64 (B, k') and values float64 (B, k'), k' = min(k, N)."""
