@@ -52,7 +52,7 @@ _JIT = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy", fast
 
 
 @njit(**_JIT)
-def _heap_replace_min(heap_keys: np.ndarray, heap_ids: np.ndarray, key: np.float32, item: int) -> None:
+def heap_replace_min(heap_keys: np.ndarray, heap_ids: np.ndarray, key: np.float32, item: int) -> None:
     """Replace the minimum of the binary min-heap (heap_keys (n,), heap_ids (n,)) by (key, item)."""
     n = heap_keys.shape[0]
     pos = 0
@@ -103,7 +103,7 @@ def _push_above(
     """Push buffer[first:stop] (the keys of items base + first, ...) where they beat the heap's minimum."""
     for i in range(first, stop):
         if buffer[i] > heap_keys[0]:
-            _heap_replace_min(heap_keys, heap_ids, buffer[i], base + i)
+            heap_replace_min(heap_keys, heap_ids, buffer[i], base + i)
 
 
 @njit(nogil=True, cache=True, boundscheck=False, fastmath={"nnan", "nsz"})  # keys are never NaN: vector max
