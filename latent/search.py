@@ -603,8 +603,9 @@ class SearchIndex:
             item (see ``_Quantized``); "blas": one float32 matrix-vector product per query through
             numpy's BLAS (sgemv), then a compiled selection through group maxima
             (:mod:`latent.group_select`; numpy where the compiled rescoring does not apply); or
-            "faiss": the candidates come from FAISS's exact inner-product index (``faiss.IndexFlatIP``). All give identical, exact results, and
-            batches use the float32 matrix product whatever the backend.
+            "faiss": the candidates come from FAISS's exact inner-product index (``faiss.IndexFlatIP``).
+            All give identical, exact results, and batches use the float32 matrix product whatever
+            the backend.
         block_size: items per group for the candidate selection (the groups with the highest maximum
             key are gathered instead of partially sorting all N keys; item i is in group
             i mod (N_pad / block_size), where N_pad is N rounded up to a multiple of block_size).
@@ -911,7 +912,8 @@ class SearchIndex:
             keys_top, found = prepared.faiss_index.search(phi32[None, :], n_candidates + 1)  # (1, M+1), best first
             candidates, kappa, ascending = found[0, :n_candidates].astype(np.int64), float(keys_top[0, -1]), False
         else:
-            keys = np.matmul(phi32, prepared.features, out=self._keys_buffer(prepared.features.shape[1]))  # BLAS sgemv
+            # One BLAS sgemv streaming the features, into this thread's reused buffer.
+            keys = np.matmul(phi32, prepared.features, out=self._keys_buffer(prepared.features.shape[1]))
             if compiled and self._uses_subgroups(k, n_candidates, keys.shape[0]):
                 from latent.group_select import search_keys  # compiled on first use
 

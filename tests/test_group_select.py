@@ -14,7 +14,9 @@ from latent.search import _rescore_table
 
 @settings(max_examples=300, deadline=None)
 @given(
-    values=st.lists(st.integers(-3, 3) | st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=80),
+    values=st.lists(
+        st.integers(-3, 3) | st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=80
+    ),
     data=st.data(),
 )
 def test_kth_largest_equals_a_full_sort(values: list, data) -> None:
