@@ -14,7 +14,7 @@ partial sort of all N_pad keys it takes maxima over groups and gathers only the 
 
 In numpy that is about eight array operations, 22-29 us per query at 70,000 items on the 2-core
 development machine, mostly passes over the keys and per-call overhead. This compiled version makes
-one pass over the keys (the subgroup maxima, vectorised), finds kappa with a min-heap over the G group
+one pass over the keys (the subgroup maxima, vectorised), finds kappa by a quickselect over the G group
 maxima, and visits only the subgroups of the kept groups: 7.5 us on keys already in the cache, about
 14 us right after the matrix-vector product that wrote them (which streams megabytes of features
 through the cache). :func:`search_keys` then rescores the candidates (:func:`latent.rescore.nearest`)
@@ -27,7 +27,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from latent.fused_scan import heap_replace_min
 from latent.rescore import nearest
 
 # Comparisons only, no arithmetic: the results are exact whatever the compiler does. The keys are never
@@ -49,14 +48,59 @@ def _column_maxima(rows: np.ndarray) -> np.ndarray:
 
 
 @njit(**_JIT)
+def _quickselect(values: np.ndarray, index: int) -> float:
+    """The index-th smallest (0-based) of values (n,), which it reorders: Hoare's quickselect."""
+    low, high = 0, values.shape[0] - 1
+    while low < high:
+        a, b, c = values[low], values[(low + high) // 2], values[high]
+        pivot = max(min(a, b), min(max(a, b), c))  # median of three
+        i, j = low, high
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if index <= j:
+            high = j
+        elif index >= i:
+            low = i
+        else:
+            break  # values[j + 1 .. i - 1] all equal the pivot
+    return values[index]
+
+
+@njit(**_JIT)
 def _kth_largest(values: np.ndarray, rank: int) -> float:
-    """The rank-th largest of values (n,), 1 <= rank <= n, through a min-heap of the rank largest seen."""
-    heap = np.sort(values[:rank])  # ascending order is a valid min-heap
-    unused_ids = np.zeros(rank, np.int64)
-    for t in range(rank, values.shape[0]):
-        if values[t] > heap[0]:
-            heap_replace_min(heap, unused_ids, values[t], 0)
-    return heap[0]
+    """The rank-th largest of values (n,), 1 <= rank <= n (no NaN).
+
+    A lower bound first, in one vectorised pass: the smallest of the maxima of rank interleaved bins
+    (bin b holds values b, b + rank, b + 2 rank, ...) is reached by rank values, one per bin, so it is
+    at most the rank-th largest. Only the values that reach it, about rank (1 + ln(n / rank)) of them
+    for values in random order, are then partitioned (quickselect). Measured on the 2-core development
+    machine, from Python: 3.9 us against 5.8 us for a min-heap of the rank largest on 1,094 maxima (rank
+    29); within :func:`top_groups` at 70,000 items (547 groups) 7.5 against 7.9 us per call."""
+    n = values.shape[0]
+    bins = values[:rank].copy()
+    whole = n - n % rank
+    for row in range(1, whole // rank):  # element-wise maxima of rows: vector code
+        start = row * rank
+        for b in range(rank):
+            a, c = bins[b], values[start + b]
+            bins[b] = a if a > c else c  # noqa: FURB136 (the select that compiles to a vector max)
+    for t in range(whole, n):
+        bins[t - whole] = max(bins[t - whole], values[t])
+    low = bins.min()
+    reaching = np.empty(n, values.dtype)
+    count = 0
+    for t in range(n):
+        if values[t] >= low:
+            reaching[count] = values[t]
+            count += 1
+    return _quickselect(reaching[:count], count - rank)
 
 
 @njit(**_JIT)
