@@ -48,11 +48,11 @@ _WIDE_FROM = 16  # beyond this many rows, longer contiguous runs per row stream 
 _RUN = 64  # keys per vectorised count against the heap's minimum
 _SEED_GROUPS = 128  # interleaved groups of the first chunk whose maxima seed the heap (see _seed)
 
-_JIT = dict(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
+_JIT = {"nogil": True, "cache": True, "boundscheck": False, "error_model": "numpy", "fastmath": {"contract"}}
 
 
 @njit(**_JIT)
-def heap_replace_min(heap_keys: np.ndarray, heap_ids: np.ndarray, key: np.float32, item: int) -> None:
+def _heap_replace_min(heap_keys: np.ndarray, heap_ids: np.ndarray, key: np.float32, item: int) -> None:
     """Replace the minimum of the binary min-heap (heap_keys (n,), heap_ids (n,)) by (key, item)."""
     n = heap_keys.shape[0]
     pos = 0
@@ -103,7 +103,7 @@ def _push_above(
     """Push buffer[first:stop] (the keys of items base + first, ...) where they beat the heap's minimum."""
     for i in range(first, stop):
         if buffer[i] > heap_keys[0]:
-            heap_replace_min(heap_keys, heap_ids, buffer[i], base + i)
+            _heap_replace_min(heap_keys, heap_ids, buffer[i], base + i)
 
 
 @njit(nogil=True, cache=True, boundscheck=False, fastmath={"nnan", "nsz"})  # keys are never NaN: vector max
