@@ -42,9 +42,8 @@ from numba import get_num_threads, njit, prange, threading_layer
 
 from latent.rescore import nearest
 
-_CHUNK = 1024  # items per buffer: 4 KB of keys, and 2-4 KB contiguous runs of each feature row
-_WIDE_CHUNK = 8192  # items per buffer for more than _WIDE_FROM feature rows: 32 KB of keys (the L1 cache)
-_WIDE_FROM = 16  # beyond this many rows, longer contiguous runs per row stream faster (measured below)
+BLOCK = 64  # items per block of the codes' layout (n_blocks, m, BLOCK): 4 zmm registers of float32 keys
+_CHUNK = 1024  # items per keys buffer (16 blocks): 4 KB, in the L1 cache
 _RUN = 64  # keys per vectorised count against the heap's minimum
 _SEED_GROUPS = 128  # interleaved groups of the first chunk whose maxima seed the heap (see _seed)
 
@@ -71,28 +70,27 @@ def _heap_replace_min(heap_keys: np.ndarray, heap_ids: np.ndarray, key: np.float
     heap_ids[pos] = item
 
 
-@njit(**_JIT)
-def _chunk_keys(features: np.ndarray, phi: np.ndarray, base: int, width: int, buffer: np.ndarray) -> None:
-    """buffer[:width] = phi @ features[:, base:base + width] in float32 (features (m, N_pad), phi (m,))."""
-    m = features.shape[0]
-    end = base + width
-    for i in range(width):
-        buffer[i] = np.float32(0.0)
+@njit(inline="always", **_JIT)  # inlined at numba's level, so that LLVM sees `keys` is a private buffer
+def _block_keys(blocks: np.ndarray, phi: np.ndarray, block: int, keys: np.ndarray) -> None:
+    """keys[:BLOCK] = the float32 keys phi . psi of the BLOCK items of ``block``
+    (blocks (n_blocks, m, BLOCK), phi (m,) float32, keys (BLOCK,) float32)."""
+    m = blocks.shape[1]
+    for i in range(BLOCK):
+        keys[i] = np.float32(0.0)
     j = 0
-    while j + 4 <= m:  # four feature rows per pass over the buffer: a quarter of the buffer traffic
+    while j + 4 <= m:  # four feature rows per pass over the block's keys: a quarter of their traffic
         p0, p1, p2, p3 = phi[j], phi[j + 1], phi[j + 2], phi[j + 3]
-        r0, r1 = features[j, base:end], features[j + 1, base:end]
-        r2, r3 = features[j + 2, base:end], features[j + 3, base:end]
-        for i in range(width):
-            buffer[i] += (p0 * np.float32(r0[i]) + p1 * np.float32(r1[i])) + (
+        r0, r1, r2, r3 = blocks[block, j], blocks[block, j + 1], blocks[block, j + 2], blocks[block, j + 3]
+        for i in range(BLOCK):
+            keys[i] += (p0 * np.float32(r0[i]) + p1 * np.float32(r1[i])) + (
                 p2 * np.float32(r2[i]) + p3 * np.float32(r3[i])
             )
         j += 4
     while j < m:
         pj = phi[j]
-        row = features[j, base:end]
-        for i in range(width):
-            buffer[i] += pj * np.float32(row[i])
+        row = blocks[block, j]
+        for i in range(BLOCK):
+            keys[i] += pj * np.float32(row[i])
         j += 1
 
 
@@ -152,57 +150,39 @@ def _push_chunk(buffer: np.ndarray, width: int, base: int, heap_keys: np.ndarray
 
 
 @njit(**_JIT)
-def _scan_range(
-    features: np.ndarray,
-    phi: np.ndarray,
-    start: int,
-    stop: int,
-    heap_keys: np.ndarray,
-    heap_ids: np.ndarray,
-    chunk: int,
-) -> None:
-    buffer = np.empty(chunk, dtype=np.float32)
-    for base in range(start, stop, chunk):
-        width = min(chunk, stop - base)
-        if width == chunk:  # a literal width (see _scan_part): numba compiles these loops to vector code
-            _chunk_keys(features, phi, base, chunk, buffer)
-            if base == start:
-                _seed(buffer, chunk, heap_keys)
-            _push_chunk(buffer, chunk, base, heap_keys, heap_ids)
-        else:  # the last, partial chunk
-            _chunk_keys(features, phi, base, width, buffer)
-            if base == start:
-                _seed(buffer, width, heap_keys)
-            _push_chunk(buffer, width, base, heap_keys, heap_ids)
-
-
-@njit(**_JIT)
-def _chunk_width(n_rows: int) -> int:
-    """Items per chunk for a feature matrix of n_rows rows (see _scan_part)."""
-    return _WIDE_CHUNK if n_rows > _WIDE_FROM else _CHUNK
-
-
-@njit(**_JIT)
 def _scan_part(
-    features: np.ndarray,
+    blocks: np.ndarray,
     phi: np.ndarray,
     start: int,
     stop: int,
     heap_keys: np.ndarray,
     heap_ids: np.ndarray,
 ) -> None:
-    """Push the keys of items start..stop-1 (features (m, N_pad) float32 or int16, phi (m,) float32)
-    into the heap, seeded from the first chunk (see _seed).
+    """Push the keys of items start..stop-1 into the heap (start a multiple of BLOCK; blocks
+    (n_blocks, m, BLOCK) float32 or int16, phi (m,) float32).
 
-    Each chunk reads m separate runs of its rows, one per row; with many rows, short runs keep the
-    memory system from streaming at full speed. For the 21 int16 rows of the 2d + 1 feature scores at
-    1,000,000 items on the 2-core development machine, chunks of 8,192 items took 1.9 ms against 2.35 ms
-    for 1,024 (one thread), while 11 rows were fastest with 1,024. The widths are literals, so that numba
-    compiles both loops to vector code."""
-    if _chunk_width(features.shape[0]) == _WIDE_CHUNK:  # one rule for the width, here and in the parts
-        _scan_range(features, phi, start, stop, heap_keys, heap_ids, _WIDE_CHUNK)
-    else:
-        _scan_range(features, phi, start, stop, heap_keys, heap_ids, _CHUNK)
+    The first _CHUNK items seed the heap (see _seed). After that each block's keys are computed into a
+    private buffer of BLOCK floats (vector registers), counted against the heap's minimum, and visited
+    one by one only when some are above it. The blocks are read in order, as one stream of memory."""
+    keys = np.empty(BLOCK, dtype=np.float32)
+    first = start // BLOCK
+    seed_width = min(_CHUNK, stop - start)
+    seed_keys = np.empty(_CHUNK, dtype=np.float32)
+    for b in range(-(-seed_width // BLOCK)):
+        _block_keys(blocks, phi, first + b, keys)
+        seed_keys[b * BLOCK : (b + 1) * BLOCK] = keys
+    _seed(seed_keys, seed_width, heap_keys)
+    _push_chunk(seed_keys, seed_width, start, heap_keys, heap_ids)
+    threshold = heap_keys[0]
+    for block in range(first + _CHUNK // BLOCK, -(-stop // BLOCK)):
+        _block_keys(blocks, phi, block, keys)
+        above = 0
+        for i in range(BLOCK):  # a vectorised count against the heap's minimum
+            above += keys[i] > threshold
+        if above:
+            base = block * BLOCK
+            _push_above(keys, 0, min(BLOCK, stop - base), base, heap_keys, heap_ids)
+            threshold = heap_keys[0]
 
 
 @njit(**_JIT)
@@ -224,28 +204,27 @@ def _merge(heap_keys: np.ndarray, heap_ids: np.ndarray, n_keep: int) -> tuple[np
 
 
 @njit(**_JIT)
-def _top_keys(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int) -> tuple[np.ndarray, float]:
+def _top_keys(blocks: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int) -> tuple[np.ndarray, float]:
     """:func:`top_keys` over n_parts parts (1: the serial kernel)."""
     if n_parts > 1:
-        return _top_keys_parallel(features, phi, n_items, n_keep, n_parts)
+        return _top_keys_parallel(blocks, phi, n_items, n_keep, n_parts)
     heap_keys = np.full((1, n_keep), -np.inf, dtype=np.float32)
     heap_ids = np.full((1, n_keep), -1, dtype=np.int64)
-    _scan_part(features, phi, 0, n_items, heap_keys[0], heap_ids[0])
+    _scan_part(blocks, phi, 0, n_items, heap_keys[0], heap_ids[0])
     return _merge(heap_keys, heap_ids, n_keep)
 
 
 @njit(parallel=True, **_JIT)
 def _top_keys_parallel(
-    features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int
+    blocks: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int
 ) -> tuple[np.ndarray, float]:
     heap_keys = np.full((n_parts, n_keep), -np.inf, dtype=np.float32)
     heap_ids = np.full((n_parts, n_keep), -1, dtype=np.int64)
-    chunk = _chunk_width(features.shape[0])
-    n_chunks = (n_items + chunk - 1) // chunk
+    n_chunks = (n_items + _CHUNK - 1) // _CHUNK
     for part in prange(n_parts):
-        start = min(n_items, part * n_chunks // n_parts * chunk)  # whole chunks per part
-        stop = min(n_items, (part + 1) * n_chunks // n_parts * chunk)
-        _scan_part(features, phi, start, stop, heap_keys[part], heap_ids[part])
+        start = min(n_items, part * n_chunks // n_parts * _CHUNK)  # whole chunks per part
+        stop = min(n_items, (part + 1) * n_chunks // n_parts * _CHUNK)
+        _scan_part(blocks, phi, start, stop, heap_keys[part], heap_ids[part])
     return _merge(heap_keys, heap_ids, n_keep)
 
 
@@ -283,7 +262,7 @@ _lock = threading.Lock()
 _parallel_ok: bool | None = None  # None: not decided yet (the first parallel call decides, under the lock)
 
 
-def _n_parts(features: np.ndarray, n_items: int) -> int:
+def _n_parts(blocks: np.ndarray, n_items: int) -> int:
     """How many parts to split n_items into: numba's thread count from _PARALLEL_MIN_ITEMS items, if the
     threading layer is thread-safe (the first call that would go parallel checks, and compiles)."""
     global _parallel_ok
@@ -293,20 +272,33 @@ def _n_parts(features: np.ndarray, n_items: int) -> int:
     if _parallel_ok is None:
         with _lock:
             if _parallel_ok is None:
-                _top_keys_parallel(features, np.zeros(features.shape[0], np.float32), 1, 1, 1)  # starts the layer
+                _top_keys_parallel(blocks, np.zeros(blocks.shape[1], np.float32), 1, 1, 1)  # starts the layer
                 _parallel_ok = threading_layer() in ("omp", "tbb")
     return n_parts if _parallel_ok else 1
 
 
-def top_keys(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> tuple[np.ndarray, float]:
+def to_blocks(features: np.ndarray) -> np.ndarray:
+    """The layout that the scan reads: features (m, N) as (ceil(N / BLOCK), m, BLOCK), C-contiguous, where
+    block b holds items b * BLOCK ... b * BLOCK + BLOCK - 1, row by row; the last block is padded with 0."""
+    m, n = features.shape
+    n_blocks = -(-n // BLOCK)
+    blocks = np.zeros((n_blocks, m, BLOCK), dtype=features.dtype)
+    whole = n // BLOCK
+    blocks[:whole] = features[:, : whole * BLOCK].reshape(m, whole, BLOCK).transpose(1, 0, 2)
+    if whole < n_blocks:
+        blocks[whole, :, : n - whole * BLOCK] = features[:, whole * BLOCK :]
+    return blocks
+
+
+def top_keys(blocks: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> tuple[np.ndarray, float]:
     """Candidate ids (M,) int64, ascending, with the M = min(n_keep, n_items) largest keys
     ``phi @ features[:, :n_items]``, and kappa, a float >= the key of every item left out.
 
-    ``features`` (m, N_pad) float32 or int16, C-contiguous, with N_pad >= n_items; ``phi`` (m,) float32;
-    n_keep >= 1. Catalogs of at least 200,000 items are split over numba's current thread count
+    ``blocks`` are the features (m, N_pad) in the layout of :func:`to_blocks` (float32 or int16), with
+    N_pad >= n_items; ``phi`` (m,) float32; n_keep >= 1. Catalogs of at least 200,000 items are split over numba's current thread count
     (``numba.set_num_threads``).
     """
-    return _top_keys(features, phi, n_items, n_keep, _n_parts(features, n_items))
+    return _top_keys(blocks, phi, n_items, n_keep, _n_parts(blocks, n_items))
 
 
 def search_one(

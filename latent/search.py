@@ -441,7 +441,7 @@ class _Quantized:
     on top of the offset sum_j phi_j mid_j: one bound for every item, ``error_weights @ |phi|``.
     """
 
-    codes: np.ndarray  # (m, N_pad) int16, C-contiguous; padding columns are 0 (never read)
+    codes: np.ndarray  # (ceil(N / 64), m, 64) int16: latent.fused_scan.to_blocks of the (m, N) codes; padding 0
     scale: np.ndarray  # (m,) float64
     mid: np.ndarray  # (m,) float64
     error_weights: np.ndarray  # (m,) float64: key error <= error_weights @ |phi| + underflow
@@ -489,7 +489,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
         faiss_index = faiss.IndexFlatIP(m)
         faiss_index.add(np.ascontiguousarray(psi, dtype=np.float32))
     max_norms = norms[:n].max(axis=0)
-    quantized = _quantize(psi, n_pad) if backend == "fused" else None
+    quantized = _quantize(psi) if backend == "fused" else None
     return _Prepared(
         quantized=quantized,
         features=features,
@@ -504,8 +504,8 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
     )
 
 
-def _quantize(psi: np.ndarray, n_pad: int) -> _Quantized:
-    """int16 codes of the item features psi (N, m), padded to (m, n_pad); see :class:`_Quantized`."""
+def _quantize(psi: np.ndarray) -> _Quantized:
+    """int16 codes of the item features psi (N, m), in the scan's block layout; see :class:`_Quantized`."""
     n, m = psi.shape
     low, high = psi.min(axis=0), psi.max(axis=0)  # (m,)
     mid = 0.5 * (low + high)
@@ -513,8 +513,9 @@ def _quantize(psi: np.ndarray, n_pad: int) -> _Quantized:
     scale = np.where(span > 0.0, span / 65532.0, 1.0)  # |psi - mid| / scale <= 32766, with room to round
     codes64 = np.rint((psi - mid) / scale)  # (N, m)
     np.clip(codes64, -32767.0, 32767.0, out=codes64)
-    codes = np.zeros((m, n_pad), dtype=np.int16)
-    codes[:, :n] = codes64.T
+    from latent.fused_scan import to_blocks  # (numba is imported only where the fused backend is used)
+
+    codes = to_blocks(codes64.T.astype(np.int16))
     residual = np.abs(psi - (mid + scale * codes64)).max(axis=0)  # (m,) measured, in float64
     magnitude = np.abs(psi).max(axis=0) + np.abs(mid)
     arithmetic = (m + 3) * _U32 / (1.0 - (m + 3) * _U32)

@@ -14,7 +14,7 @@ from latent.search import _quantize
 
 def brute_force_check(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> None:
     """ids must hold the n_keep largest float64 keys (up to float32 rounding), kappa bound the rest."""
-    ids, kappa = fused_scan.top_keys(features, phi, n_items, n_keep)
+    ids, kappa = fused_scan.top_keys(fused_scan.to_blocks(features), phi, n_items, n_keep)
     keys = phi.astype(np.float64) @ features[:, :n_items].astype(np.float64)  # (n_items,)
     tolerance = 1e-5 * (np.abs(phi).astype(np.float64) @ np.abs(features[:, :n_items]).astype(np.float64)).max()
     expected_count = min(n_keep, n_items)
@@ -56,7 +56,7 @@ def test_top_keys_equal_brute_force(threads: int, dtype: type, m: int, n_items: 
 
 def test_top_keys_with_all_keys_tied() -> None:
     features = np.ones((3, 10_000), dtype=np.float32)
-    ids, kappa = fused_scan.top_keys(features, np.ones(3, dtype=np.float32), 10_000, 20)
+    ids, kappa = fused_scan.top_keys(fused_scan.to_blocks(features), np.ones(3, dtype=np.float32), 10_000, 20)
     assert ids.shape == (20,) and np.unique(ids).shape == (20,)
     assert kappa == 3.0  # every left-out key equals the kept ones
 
@@ -80,7 +80,7 @@ def test_top_keys_when_the_first_chunk_holds_the_extremes(layout: str, m: int, n
     phi = np.zeros(m, dtype=np.float32)
     phi[0] = 1.0
     brute_force_check(features, phi, n_items, n_keep)
-    ids, kappa = fused_scan.top_keys(features, phi, n_items, n_keep)
+    ids, kappa = fused_scan.top_keys(fused_scan.to_blocks(features), phi, n_items, n_keep)
     if layout == "tied_first_chunk":
         assert kappa == 50_000.0 and np.all(keys[ids] == 50_000.0)
     else:
@@ -101,7 +101,7 @@ def test_top_keys_finds_a_single_spike_anywhere(m: int, threads: int) -> None:
         for position in (0, 1023, 1024, 4095, 4096, 8191, 8192, 17_000, 114_687, 114_688, 229_375, n_items - 1):
             spiked = features.copy()
             spiked[:, position] = 100.0
-            ids, kappa = fused_scan.top_keys(spiked, phi, n_items, 1)
+            ids, kappa = fused_scan.top_keys(fused_scan.to_blocks(spiked), phi, n_items, 1)
             assert ids.tolist() == [position]
             others = np.delete(phi @ spiked, position)
             assert others.max() <= kappa <= 100.0 * m  # a bound on the rest, at most the kept key
@@ -124,9 +124,10 @@ def test_int16_codes_bound_the_key_error(seed: int, n: int, m: int, log_scale: f
     psi = rng.normal(size=(n, m)) * 10.0**log_scale * rng.uniform(0.1, 10.0, size=m) + rng.normal(size=m)
     if constant_column:
         psi[:, 0] = 3.25
-    quantized = _quantize(psi, n + 3)
-    codes = quantized.codes[:, :n]
-    assert np.all(quantized.codes[:, n:] == 0)
+    quantized = _quantize(psi)
+    rows = quantized.codes.transpose(1, 0, 2).reshape(m, -1)  # back from the block layout to (m, N_pad)
+    codes = rows[:, :n]
+    assert np.all(rows[:, n:] == 0)
     assert np.abs(codes.astype(np.int64)).max() <= 32767
     phi = rng.normal(size=m) * rng.uniform(0.01, 100.0)
     exact = psi @ phi  # float64 reference, (n,)
