@@ -1,33 +1,31 @@
-r"""A fused scan: keys = phi . psi(x) for every item and their top candidates, in one pass.
+r"""A fused scan: keys = phi . psi(x) for every item, and the candidates for the top, in one compiled pass.
 
 This is the hot loop of :class:`latent.search.SearchIndex`'s "fused" backend (the default from 200,000
-items), which passes int16 codes of the features (float32 works too). Instead of writing all N keys to
-memory with a BLAS matrix-vector product and then selecting from them in several numpy passes, a
-compiled loop (numba) computes the keys of a chunk of items at a time (1,024, or 8,192 for more than 16
-feature rows), in float32, into a buffer that stays in the L1 cache, and keeps the ``n_keep`` largest in
-a binary min-heap. Each run of ``_RUN`` keys costs one vectorised count against the heap's minimum;
-only runs with keys above it are visited one key at a time. The heap starts just below a threshold
-taken from the first chunk's keys (``_seed``), so that only about n_keep (1 + ln(N / chunk)) keys ever
-enter it, instead of n_keep (1 + ln(N / n_keep)).
+items), which passes int16 codes of the features (float32 works too), half the bytes of the float32
+features that a BLAS matrix-vector product would read. The codes are stored in blocks of ``BLOCK`` = 64
+items, (n_blocks, m, BLOCK), so that the scan reads them as one contiguous stream, which the hardware
+prefetchers follow at close to the memory's bandwidth (with one run per feature row, (m, N), 21 rows
+streamed at about half of it). For each block a compiled loop (numba) computes the 64 float32 keys in
+a private buffer that stays in vector registers, and writes only their maximum: no keys array goes to
+memory, and the loop has no branches. Then, as in :mod:`latent.group_select`:
 
-:func:`search_one` runs a whole query of the search index in one compiled call: the scan, then the
-float64 rescoring of its candidates (:mod:`latent.rescore`), which saves the per-call overhead of about
-ten numpy operations per query.
+* kappa is the (n_keep + 1)-th largest block maximum (:func:`latent.group_select.kth_largest`), so
+  every key outside the n_keep blocks whose maxima exceed kappa is at most kappa;
+* those blocks' keys are computed again, and the candidates are the keys above kappa: at least one per
+  block, so at least n_keep. (If keys tie at kappa, keys equal to kappa fill up to n_keep.)
 
-With P threads the items are split into P contiguous parts, each with its own heap; the heaps are
-merged at the end. What the search needs from the scan, for its exactness certificate, is:
+What the search needs from the scan, for its exactness certificate, is the candidate ids (ascending)
+and kappa, an upper bound on the float32 key of every item left out. Both passes compute a block's keys
+with the same inlined code, compiled without fast-math reassociation or contraction, so each key comes
+out the same both times; :mod:`latent.search` bounds the error of the float32 keys for any summation
+order anyway.
 
-* ``ids`` (M,), ascending: the items whose keys are the M = min(n_keep, N) largest found;
-* ``kappa``: an upper bound on the key of every item left out. Each part's heap minimum bounds the keys
-  that part left out (an item is refused only when its key is at most the current minimum, and the
-  minimum never decreases; an evicted item was the minimum), and the merge adds the best key it drops.
+:func:`search_one` runs a whole query of the search index in one compiled call: the scan, the
+selection, then the float64 rescoring of the candidates (:mod:`latent.rescore`), which saves the
+per-call overhead of about ten numpy operations per query. With P threads the blocks are split into P
+contiguous parts, each writing its own blocks' maxima; the selection after them is serial and small.
 
-The keys are float32 sums of float32 products in some order; :mod:`latent.search` bounds their error
-for any summation order, with or without fused multiply-add.
-
-The kernels compile on first use and are cached on disk next to this module, where it is writable. On
-the 2-core development machine the first search through :func:`search_one` took 16.6 s from an empty
-cache (it compiles the serial and the parallel scan and the rescoring) and 0.47 s from the cache. The
+The kernels compile on first use and are cached on disk next to this module, where it is writable. The
 parallel kernel, used from 200,000 items, needs a thread-safe numba threading layer (OpenMP or TBB),
 since the dashboard searches from several threads at once; where only numba's "workqueue" layer is
 available the serial kernel is used instead.
@@ -40,34 +38,18 @@ import threading
 import numpy as np
 from numba import get_num_threads, njit, prange, threading_layer
 
+from latent.group_select import kth_largest
 from latent.rescore import nearest
 
 BLOCK = 64  # items per block of the codes' layout (n_blocks, m, BLOCK): 4 zmm registers of float32 keys
-_CHUNK = 1024  # items per keys buffer (16 blocks): 4 KB, in the L1 cache
-_RUN = 64  # keys per vectorised count against the heap's minimum
-_SEED_GROUPS = 128  # interleaved groups of the first chunk whose maxima seed the heap (see _seed)
 
-_JIT = {"nogil": True, "cache": True, "boundscheck": False, "error_model": "numpy", "fastmath": {"contract"}}
-
-
-@njit(**_JIT)
-def _heap_replace_min(heap_keys: np.ndarray, heap_ids: np.ndarray, key: np.float32, item: int) -> None:
-    """Replace the minimum of the binary min-heap (heap_keys (n,), heap_ids (n,)) by (key, item)."""
-    n = heap_keys.shape[0]
-    pos = 0
-    while True:
-        child = 2 * pos + 1
-        if child >= n:
-            break
-        if child + 1 < n and heap_keys[child + 1] < heap_keys[child]:
-            child += 1
-        if heap_keys[child] >= key:
-            break
-        heap_keys[pos] = heap_keys[child]
-        heap_ids[pos] = heap_ids[child]
-        pos = child
-    heap_keys[pos] = key
-    heap_ids[pos] = item
+# No contraction into fused multiply-adds and no reassociation: a block's keys must come out the same
+# in the scan and in the selection. Keys are never NaN (the index answers such queries by brute
+# force), so "no NaN" lets the maxima vectorise.
+_JIT = {"nogil": True, "cache": True, "boundscheck": False, "error_model": "numpy", "fastmath": {"nnan", "nsz"}}
+# The one-call query kernel runs the float64 rescoring (latent.rescore), whose values must equal numpy's
+# bit for bit: it is compiled without any fast-math flag, so none can reach the rescoring's arithmetic.
+_PLAIN_JIT = {"nogil": True, "cache": True, "boundscheck": False}
 
 
 @njit(inline="always", **_JIT)  # inlined at numba's level, so that LLVM sees `keys` is a private buffer
@@ -95,140 +77,124 @@ def _block_keys(blocks: np.ndarray, phi: np.ndarray, block: int, keys: np.ndarra
 
 
 @njit(**_JIT)
-def _push_above(
-    buffer: np.ndarray, first: int, stop: int, base: int, heap_keys: np.ndarray, heap_ids: np.ndarray
-) -> None:
-    """Push buffer[first:stop] (the keys of items base + first, ...) where they beat the heap's minimum."""
-    for i in range(first, stop):
-        if buffer[i] > heap_keys[0]:
-            _heap_replace_min(heap_keys, heap_ids, buffer[i], base + i)
-
-
-@njit(nogil=True, cache=True, boundscheck=False, fastmath={"nnan", "nsz"})  # keys are never NaN: vector max
-def _seed(buffer: np.ndarray, width: int, heap_keys: np.ndarray) -> None:
-    """Start an empty heap (n,), n <= 128, just below t0: the n-th largest of the maxima of 128
-    interleaved groups of the first chunk's keys (buffer[:width], width >= 128; group l holds keys l,
-    l + 128, l + 256, ..., up to a whole number of rows of 128).
-
-    n groups have a key >= t0, so at least n keys of the chunk are above the seed, and they replace every
-    placeholder entry (id -1) of the heap before its minimum rises above the seed. Only keys above the
-    seed enter the heap: a little over n of the chunk's keys instead of about n (1 + ln(chunk / n)), and
-    each entry costs a scalar visit of its run. Every item refused is still at most the heap's minimum,
-    so kappa stays valid."""
+def _heap_replace_min(heap_keys: np.ndarray, heap_ids: np.ndarray, key: float, item: int) -> None:
+    """Replace the minimum of the binary min-heap (heap_keys (r,), heap_ids (r,)) by (key, item)."""
     n = heap_keys.shape[0]
-    if n > _SEED_GROUPS or width < _SEED_GROUPS:
-        return
-    maxima = np.empty(_SEED_GROUPS, dtype=np.float32)
-    for lane in range(_SEED_GROUPS):
-        maxima[lane] = buffer[lane]
-    for row in range(1, width // _SEED_GROUPS):  # element-wise maxima of rows: vector code
-        for lane in range(_SEED_GROUPS):
-            maxima[lane] = max(maxima[lane], buffer[row * _SEED_GROUPS + lane])
-    seed = np.nextafter(np.sort(maxima)[_SEED_GROUPS - n], np.float32(-3e38))  # the next float below
-    for i in range(n):
-        heap_keys[i] = seed
-
-
-@njit(**_JIT)
-def _push_chunk(buffer: np.ndarray, width: int, base: int, heap_keys: np.ndarray, heap_ids: np.ndarray) -> None:
-    """Push a chunk's keys buffer[:width] into the heap.
-
-    Even with the final minimum, a chunk holds one of the heap's keys about n_keep * chunk / N of the
-    time, so chunks are checked in runs of _RUN keys: a vectorised count of the keys above the minimum
-    (constant bounds, so that it compiles to vector compares), and a scalar visit of the runs with some.
-    The last width mod _RUN keys are visited one by one."""
-    threshold = heap_keys[0]
-    whole = width - width % _RUN
-    for run in range(whole // _RUN):
-        above = 0
-        for i in range(run * _RUN, run * _RUN + _RUN):
-            above += buffer[i] > threshold
-        if above:
-            _push_above(buffer, run * _RUN, run * _RUN + _RUN, base, heap_keys, heap_ids)
-            threshold = heap_keys[0]
-    _push_above(buffer, whole, width, base, heap_keys, heap_ids)
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= n:
+            break
+        if child + 1 < n and heap_keys[child + 1] < heap_keys[child]:
+            child += 1
+        if heap_keys[child] >= key:
+            break
+        heap_keys[pos] = heap_keys[child]
+        heap_ids[pos] = heap_ids[child]
+        pos = child
+    heap_keys[pos] = key
+    heap_ids[pos] = item
 
 
 @njit(**_JIT)
 def _scan_part(
-    blocks: np.ndarray,
-    phi: np.ndarray,
-    start: int,
-    stop: int,
-    heap_keys: np.ndarray,
-    heap_ids: np.ndarray,
+    blocks: np.ndarray, phi: np.ndarray, first: int, stop: int, n_items: int, heap_maxima: np.ndarray, heap_blocks: np.ndarray
 ) -> None:
-    """Push the keys of items start..stop-1 into the heap (start a multiple of BLOCK; blocks
-    (n_blocks, m, BLOCK) float32 or int16, phi (m,) float32).
+    """Scan blocks first..stop-1, keeping the r largest block maxima in the min-heap (heap_maxima (r,)
+    float32, heap_blocks (r,) int64, filled with -inf and -1). Items from n_items on are excluded.
 
-    The first _CHUNK items seed the heap (see _seed). After that each block's keys are computed into a
-    private buffer of BLOCK floats (vector registers), counted against the heap's minimum, and visited
-    one by one only when some are above it. The blocks are read in order, as one stream of memory."""
+    Each block costs its keys and a vectorised count of those above the heap's minimum; only blocks with
+    some (about r (1 + ln(n_blocks / r)) of them) take their maximum and enter the heap. A block left out
+    has its maximum at most the heap's minimum at that time, and the minimum never decreases; an evicted
+    block was the minimum."""
     keys = np.empty(BLOCK, dtype=np.float32)
-    first = start // BLOCK
-    seed_width = min(_CHUNK, stop - start)
-    seed_keys = np.empty(_CHUNK, dtype=np.float32)
-    for b in range(-(-seed_width // BLOCK)):
-        _block_keys(blocks, phi, first + b, keys)
-        seed_keys[b * BLOCK : (b + 1) * BLOCK] = keys
-    _seed(seed_keys, seed_width, heap_keys)
-    _push_chunk(seed_keys, seed_width, start, heap_keys, heap_ids)
-    threshold = heap_keys[0]
-    for block in range(first + _CHUNK // BLOCK, -(-stop // BLOCK)):
+    threshold = heap_maxima[0]
+    for block in range(first, stop):
         _block_keys(blocks, phi, block, keys)
+        if (block + 1) * BLOCK > n_items:  # the last block holds padding
+            for i in range(n_items - block * BLOCK, BLOCK):
+                keys[i] = -np.inf
         above = 0
-        for i in range(BLOCK):  # a vectorised count against the heap's minimum
+        for i in range(BLOCK):
             above += keys[i] > threshold
         if above:
-            base = block * BLOCK
-            _push_above(keys, 0, min(BLOCK, stop - base), base, heap_keys, heap_ids)
-            threshold = heap_keys[0]
+            best = keys[0]
+            for i in range(1, BLOCK):
+                key = keys[i]
+                best = best if best > key else key  # noqa: FURB136 (a select, which vectorises)
+            _heap_replace_min(heap_maxima, heap_blocks, best, block)
+            threshold = heap_maxima[0]
+
+
+@njit(parallel=True, **_JIT)
+def _scan_parallel(
+    blocks: np.ndarray, phi: np.ndarray, n_items: int, heap_maxima: np.ndarray, heap_blocks: np.ndarray
+) -> None:
+    """_scan_part over all blocks in P contiguous parts, one per thread, each with its own heap (P, r)."""
+    n_parts = heap_maxima.shape[0]
+    n_blocks = (n_items + BLOCK - 1) // BLOCK
+    for part in prange(n_parts):
+        first, stop = part * n_blocks // n_parts, (part + 1) * n_blocks // n_parts
+        _scan_part(blocks, phi, first, stop, n_items, heap_maxima[part], heap_blocks[part])
 
 
 @njit(**_JIT)
-def _merge(heap_keys: np.ndarray, heap_ids: np.ndarray, n_keep: int) -> tuple[np.ndarray, float]:
-    """The best n_keep entries of the heaps (P, n_keep), ids ascending, and kappa (see the module docstring)."""
-    kappa = -np.inf
-    for p in range(heap_keys.shape[0]):  # each heap's minimum bounds what its part left out
-        kappa = max(kappa, np.float64(heap_keys[p, 0]))
-    keys = heap_keys.ravel()
-    ids = heap_ids.ravel()
-    valid = ids >= 0  # unfilled slots (a part with fewer than n_keep items) hold id -1 and key -inf
-    keys = keys[valid]
-    ids = ids[valid]
-    if ids.shape[0] > n_keep:
-        order = np.argsort(-keys)
-        kappa = max(kappa, np.float64(keys[order[n_keep]]))  # the best key dropped here
-        ids = ids[order[:n_keep]]
-    return np.sort(ids), kappa
+def _select(
+    blocks: np.ndarray, phi: np.ndarray, n_items: int, heap_maxima: np.ndarray, heap_blocks: np.ndarray, n_keep: int
+) -> tuple[np.ndarray, float]:
+    """The candidates (ascending) and kappa from the parts' heaps (P, n_keep + 1); see :func:`top_keys`."""
+    kappa = np.float32(-np.inf)
+    for part in range(heap_maxima.shape[0]):  # each heap's minimum bounds the blocks its part left out
+        kappa = max(kappa, heap_maxima[part, 0])
+    maxima = heap_maxima.ravel()
+    if maxima.shape[0] > n_keep + 1:  # several parts: the (n_keep + 1)-th largest of their blocks
+        kappa = max(kappa, kth_largest(maxima, n_keep + 1))
+    open_blocks = np.sort(heap_blocks.ravel()[maxima > kappa])  # at most n_keep
+    keys = np.empty(BLOCK, dtype=np.float32)
+    ids = np.empty(n_keep * BLOCK, dtype=np.int64)
+    count = 0
+    for block in open_blocks:
+        _block_keys(blocks, phi, block, keys)
+        base = block * BLOCK
+        for i in range(min(BLOCK, n_items - base)):
+            if keys[i] > kappa:
+                ids[count] = base + i
+                count += 1
+    if count >= n_keep:
+        return ids[:count], float(kappa)
+    # Keys tie at kappa (rare: equal keys in several blocks): add keys equal to kappa, in id order, up to
+    # n_keep; every key left out is still at most kappa.
+    ties = np.empty(n_keep - count, dtype=np.int64)
+    n_ties = 0
+    n_blocks = (n_items + BLOCK - 1) // BLOCK
+    for block in range(n_blocks):
+        _block_keys(blocks, phi, block, keys)
+        base = block * BLOCK
+        for i in range(min(BLOCK, n_items - base)):
+            if keys[i] == kappa and n_ties < ties.shape[0]:
+                ties[n_ties] = base + i
+                n_ties += 1
+        if n_ties == ties.shape[0]:
+            break
+    return np.sort(np.concatenate((ids[:count], ties[:n_ties]))), float(kappa)
 
 
 @njit(**_JIT)
 def _top_keys(blocks: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int) -> tuple[np.ndarray, float]:
     """:func:`top_keys` over n_parts parts (1: the serial kernel)."""
+    n_blocks = (n_items + BLOCK - 1) // BLOCK
+    if n_keep >= n_blocks:  # every block would be kept: every item is a candidate
+        return np.arange(n_items), -np.inf
+    heap_maxima = np.full((n_parts, n_keep + 1), -np.inf, dtype=np.float32)
+    heap_blocks = np.full((n_parts, n_keep + 1), -1, dtype=np.int64)
     if n_parts > 1:
-        return _top_keys_parallel(blocks, phi, n_items, n_keep, n_parts)
-    heap_keys = np.full((1, n_keep), -np.inf, dtype=np.float32)
-    heap_ids = np.full((1, n_keep), -1, dtype=np.int64)
-    _scan_part(blocks, phi, 0, n_items, heap_keys[0], heap_ids[0])
-    return _merge(heap_keys, heap_ids, n_keep)
+        _scan_parallel(blocks, phi, n_items, heap_maxima, heap_blocks)
+    else:
+        _scan_part(blocks, phi, 0, n_blocks, n_items, heap_maxima[0], heap_blocks[0])
+    return _select(blocks, phi, n_items, heap_maxima, heap_blocks, n_keep)
 
 
-@njit(parallel=True, **_JIT)
-def _top_keys_parallel(
-    blocks: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int
-) -> tuple[np.ndarray, float]:
-    heap_keys = np.full((n_parts, n_keep), -np.inf, dtype=np.float32)
-    heap_ids = np.full((n_parts, n_keep), -1, dtype=np.int64)
-    n_chunks = (n_items + _CHUNK - 1) // _CHUNK
-    for part in prange(n_parts):
-        start = min(n_items, part * n_chunks // n_parts * _CHUNK)  # whole chunks per part
-        stop = min(n_items, (part + 1) * n_chunks // n_parts * _CHUNK)
-        _scan_part(blocks, phi, start, stop, heap_keys[part], heap_ids[part])
-    return _merge(heap_keys, heap_ids, n_keep)
-
-
-@njit(**_JIT)
+@njit(**_PLAIN_JIT)
 def _search(
     codes: np.ndarray,
     phi: np.ndarray,
@@ -266,13 +232,13 @@ def _n_parts(blocks: np.ndarray, n_items: int) -> int:
     """How many parts to split n_items into: numba's thread count from _PARALLEL_MIN_ITEMS items, if the
     threading layer is thread-safe (the first call that would go parallel checks, and compiles)."""
     global _parallel_ok
-    n_parts = min(get_num_threads(), n_items // (2 * _CHUNK)) if n_items >= _PARALLEL_MIN_ITEMS else 1
+    n_parts = min(get_num_threads(), n_items // (16 * BLOCK)) if n_items >= _PARALLEL_MIN_ITEMS else 1
     if n_parts <= 1:
         return 1
     if _parallel_ok is None:
         with _lock:
             if _parallel_ok is None:
-                _top_keys_parallel(blocks, np.zeros(blocks.shape[1], np.float32), 1, 1, 1)  # starts the layer
+                _scan_parallel(blocks, np.zeros(blocks.shape[1], np.float32), 1, np.full((1, 1), -np.inf, np.float32), np.full((1, 1), -1))
                 _parallel_ok = threading_layer() in ("omp", "tbb")
     return n_parts if _parallel_ok else 1
 
@@ -291,8 +257,12 @@ def to_blocks(features: np.ndarray) -> np.ndarray:
 
 
 def top_keys(blocks: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> tuple[np.ndarray, float]:
-    """Candidate ids (M,) int64, ascending, with the M = min(n_keep, n_items) largest keys
-    ``phi @ features[:, :n_items]``, and kappa, a float >= the key of every item left out.
+    """Candidate ids (M,) int64, ascending, M >= min(n_keep, n_items), whose keys
+    ``phi @ features[:, :n_items]`` (float32) are the largest, and kappa, a float that is at least the key
+    of every item left out and at most every candidate's key. kappa is the (n_keep + 1)-th largest
+    maximum over the blocks of BLOCK items, and the candidates are the keys above it (about n_keep plus
+    a few; with ties at kappa, keys equal to it up to n_keep), or every item (kappa = -inf) when there
+    are at most n_keep blocks.
 
     ``blocks`` are the features (m, N_pad) in the layout of :func:`to_blocks` (float32 or int16), with
     N_pad >= n_items; ``phi`` (m,) float32; n_keep >= 1. Catalogs of at least 200,000 items are split over numba's current thread count
@@ -319,9 +289,11 @@ def search_one(
     """One query of :class:`latent.search.SearchIndex`'s "fused" backend, start to finish, in one
     compiled call: the scan of the int16 codes, then the float64 rescoring of its candidates.
 
-    codes (m, N_pad) int16 with per-column ``scale`` and ``mid`` (m,) and ``error_weights`` (m,)
+    codes (ceil(N / BLOCK), m, BLOCK) int16 (:func:`to_blocks`) with per-column ``scale`` and ``mid`` (m,) and
+    ``error_weights`` (m,)
     (``latent.search._Quantized``); phi (m,) float64 query features; table (N, 2 + t, d), z (d,), spread
-    (d,), kind and higher_is_nearer as in :func:`latent.rescore.nearest`; k <= n_keep <= n_items.
+    (d,), kind and higher_is_nearer as in :func:`latent.rescore.nearest`; k <= n_keep < n_items (n_keep: as in
+    :func:`top_keys`).
 
     Returns the k nearest ids (k,) and their values (k,), nearest first; the candidates (M,), ascending;
     kappa, a bound on the exact key phi . psi of every item left out, up to ``error``; and ``error`` =

@@ -74,7 +74,7 @@ def _quickselect(values: np.ndarray, index: int) -> float:
 
 
 @njit(**_JIT)
-def _kth_largest(values: np.ndarray, rank: int) -> float:
+def kth_largest(values: np.ndarray, rank: int) -> float:
     """The rank-th largest of values (n,), 1 <= rank <= n (no NaN).
 
     A lower bound first, in one vectorised pass: the smallest of the maxima of rank interleaved bins
@@ -115,7 +115,7 @@ def top_groups(keys: np.ndarray, group_rows: int, kept: int) -> tuple[np.ndarray
     sub_maxima = _column_maxima(keys)  # (W,)
     n_groups = width // group_rows
     maxima = _column_maxima(sub_maxima.reshape(group_rows, n_groups))  # (G,)
-    kappa = _kth_largest(maxima, kept + 1)
+    kappa = kth_largest(maxima, kept + 1)
     groups = np.empty(n_groups, np.int64)
     n_open_groups = 0
     for g in range(n_groups):

@@ -20,6 +20,13 @@ Bit-for-bit equality needs the same operations in the same order:
 
 The per-item terms that need a logarithm (``latent.scores.KERNEL_TERMS``) are not recomputed here: they
 come precomputed by numpy in the rescore table, so no transcendental function has to match numpy's.
+Callers must not compile with fast-math flags that change finite results ("contract", "reassoc",
+"afn", "arcp"): numba compiles a callee with the fast-math flags of the jitted function that first
+calls it, and caches that code. When :func:`latent.fused_scan` compiled its query kernel with
+"contract", a cache built through it rescored jeffreys 1 ulp off numpy (FMA), so the index returned
+8.681493373634984 where ``fn`` gives ...986. "nnan" and "nsz" are harmless here (no NaN reaches this
+code, and they change nothing but the sign of a zero). ``tests/test_rescore.py`` checks the callers.
+
 It compiles on first use (about 4 s on the 2-core development machine, once: the result is cached
 on disk next to this module where it is writable). Because numpy could change its summation one day, the index checks this module against the numpy
 kernels on its own catalog before it uses it (:func:`matches_numpy`), and falls back to numpy if not.
@@ -61,7 +68,7 @@ N_TERMS: dict[str, int] = {
 MAX_DIM = 128
 
 # No fastmath: every operation must round exactly as numpy's does.
-_JIT = dict(nogil=True, cache=True, boundscheck=False)
+_JIT = {"nogil": True, "cache": True, "boundscheck": False}
 
 
 @njit(**_JIT)

@@ -76,14 +76,16 @@ the candidate set is widened to every item whose own bound key_i + E_i reaches t
 per-group bounds, then per item) and rescored; that set provably contains the top k. Features too large
 for float32 fall back to float64 brute force, which is exact by definition.
 
-The "fused" backend (the default from 200,000 items) reads int16 codes of the features instead, half the bytes of float32: each
-feature column j is stored as mid_j + scale_j q_ij with |q_ij| <= 32767, and a compiled loop computes
-S_i = sum_j fl32(phi_j scale_j) q_ij in float32 and keeps the k + 24 largest in a heap as it goes
-(:mod:`latent.fused_scan`). The exact key differs from sum_j phi_j mid_j + S_i by at most
-sum_j |phi_j| w_j for every item, where w_j covers the quantisation residual and the float32 and float64
-rounding (``_Quantized``); kappa is the heap's bound on the left-out S_i, and the same certificate and
-widening apply (the widening recomputes float32 keys). On the benchmark's catalogs fewer than 40 items
-lie within twice that bound of the 20th key, so widening is rare. The scan and the rescoring run in one
+The "fused" backend (the default from 200,000 items) reads int16 codes of the features instead, half the
+bytes of float32: each feature column j is stored as mid_j + scale_j q_ij with |q_ij| <= 32767, in blocks
+of 64 items that the scan reads as one stream, and a compiled loop computes S_i = sum_j fl32(phi_j
+scale_j) q_ij in float32, keeping the best block maxima in a heap as it goes (:mod:`latent.fused_scan`).
+kappa is the (k + 25)-th largest block maximum, so every item outside the k + 24 best blocks has S_i <=
+kappa, and the candidates are the items above kappa in those blocks. The exact key differs from
+sum_j phi_j mid_j + S_i by at most sum_j |phi_j| w_j for every item, where w_j covers the quantisation
+residual and the float32 and float64 rounding (``_Quantized``); the same certificate and widening apply
+(the widening recomputes float32 keys). On the benchmark's catalogs fewer than 40 items lie within twice
+that bound of the 20th key, so widening is rare. The scan, the selection and the rescoring run in one
 compiled call (:func:`latent.fused_scan.search_one`).
 
 Rescoring reads one (N, 2 + t, d) table per score: mu, sigma and the kernel's per-item terms that
@@ -125,14 +127,15 @@ if TYPE_CHECKING:
     import torch
 
 #: Search backends by name: "auto" (default: "fused" for catalogs of at least FUSED_MIN_ITEMS items,
-#: else "blas"), "fused" (a compiled scan over int16 feature codes that keeps the top keys as it goes,
+#: else "blas"), "fused" (a compiled scan over int16 feature codes that keeps the best blocks as it goes,
 #: :mod:`latent.fused_scan`), "blas" (numpy's BLAS, then numpy selection) and "faiss" (FAISS's exact
 #: inner-product index).
 BACKENDS: tuple[str, ...] = ("auto", "fused", "blas", "faiss")
 
 #: From this catalog size "auto" picks "fused": it reads half the bytes, which pays once the features
-#: no longer fit in the cache (measured: 1.4 ms against 2.3 ms for Euclidean at 1M, one thread), while
-#: at 70,000 items "blas" is as fast with one thread and faster with two.
+#: no longer fit in the cache (measured on the 2-core development machine at 1M items, one thread:
+#: 0.82 ms against 1.97 ms for Euclidean with "blas"), while at 70,000 items "blas" is a little faster
+#: with one thread (117 against 125 us for Mahalanobis) and much faster with two (76 against 125 us).
 FUSED_MIN_ITEMS = 200_000
 
 #: Scores whose item features do not depend on the spread s (built once, at fit time).
@@ -600,7 +603,7 @@ class SearchIndex:
     Args:
         backend: "auto" (default): "fused" for catalogs of at least :data:`FUSED_MIN_ITEMS` items, else
             "blas". "fused": a compiled scan (:mod:`latent.fused_scan`, numba) over int16 codes
-            of the features, which keeps the top keys as it goes, with one error bound for every
+            of the features, which keeps the best blocks of items as it goes, with one error bound for every
             item (see ``_Quantized``); "blas": one float32 matrix-vector product per query through
             numpy's BLAS (sgemv), then a compiled selection through group maxima
             (:mod:`latent.group_select`; numpy where the compiled rescoring does not apply); or
@@ -896,13 +899,13 @@ class SearchIndex:
 
                 ids, values, candidates, kappa, max_error = search_one(
                     quantized.codes, phi, quantized.scale, quantized.mid, quantized.error_weights,
-                    self.n_items_, n_candidates, table, z, spread_d, _KINDS[name], form.higher_is_nearer, k,
+                    self.n_items_, k + _EXTRA_CANDIDATES, table, z, spread_d, _KINDS[name], form.higher_is_nearer, k,
                 )
             else:
                 from latent.fused_scan import top_keys
 
                 candidates, kappa_codes = top_keys(
-                    quantized.codes, (phi * quantized.scale).astype(np.float32), self.n_items_, n_candidates
+                    quantized.codes, (phi * quantized.scale).astype(np.float32), self.n_items_, k + _EXTRA_CANDIDATES
                 )
                 kappa = float(phi @ quantized.mid) + kappa_codes
                 max_error = float(np.abs(phi) @ quantized.error_weights)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latent.group_select import _kth_largest, search_keys, top_groups
+from latent.group_select import kth_largest, search_keys, top_groups
 from latent.rescore import KINDS, nearest
 from latent.search import _rescore_table
 
@@ -22,7 +22,7 @@ from latent.search import _rescore_table
 def test_kth_largest_equals_a_full_sort(values: list, data) -> None:
     array = np.array(values, dtype=np.float32)
     rank = data.draw(st.integers(1, array.shape[0]))
-    assert _kth_largest(array, rank) == np.sort(array)[-rank]
+    assert kth_largest(array, rank) == np.sort(array)[-rank]
 
 
 def reference(keys: np.ndarray, group_rows: int, kept: int) -> tuple[np.ndarray, float]:
