@@ -509,7 +509,7 @@ def _prepare(features: _ItemFeatures, d: int, form: _Form, block_size: int, back
 
 def _quantize(psi: np.ndarray) -> _Quantized:
     """int16 codes of the item features psi (N, m), in the scan's block layout; see :class:`_Quantized`."""
-    n, m = psi.shape
+    m = psi.shape[1]
     low, high = psi.min(axis=0), psi.max(axis=0)  # (m,)
     mid = 0.5 * (low + high)
     span = high - low
