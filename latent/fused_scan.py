@@ -23,9 +23,9 @@ with the same inlined code, compiled without fast-math reassociation or contract
 out the same both times; :mod:`latent.search` bounds the error of the float32 keys for any summation
 order anyway.
 
-:func:`search_one` runs a whole query of the search index in one compiled call: the scan, the
-selection, then the float64 rescoring of the candidates (:mod:`latent.rescore`), which saves the
-per-call overhead of about ten numpy operations per query. With P threads the blocks are split into P
+:func:`latent.single_query.fused_query` runs a whole query of the search index around this scan in one
+compiled call (the query features, the scan, the float64 rescoring and the certificate). With P threads
+the blocks are split into P
 contiguous parts, each with its own heap; kappa is then the largest of the heaps' minima and of the
 (n_keep + 1)-th largest maximum among all their blocks, and the selection after them is serial and small.
 
@@ -48,7 +48,6 @@ import numpy as np
 from numba import get_num_threads, njit, prange, threading_layer
 
 from latent.group_select import kth_largest
-from latent.rescore import nearest
 
 BLOCK = 64  # items per block of the codes' layout (n_blocks, m, BLOCK): 4 zmm registers of float32 keys
 
@@ -56,9 +55,6 @@ BLOCK = 64  # items per block of the codes' layout (n_blocks, m, BLOCK): 4 zmm r
 # in the scan and in the selection. Keys are never NaN (the index answers such queries by brute
 # force), so "no NaN" lets the maxima vectorise.
 _JIT = {"nogil": True, "cache": True, "boundscheck": False, "error_model": "numpy", "fastmath": {"nnan", "nsz"}}
-# The one-call query kernel runs the float64 rescoring (latent.rescore), whose values must equal numpy's
-# bit for bit: it is compiled without any fast-math flag, so none can reach the rescoring's arithmetic.
-_PLAIN_JIT = {"nogil": True, "cache": True, "boundscheck": False}
 
 
 @njit(inline="always", **_JIT)  # inlined by numba: called as a function, the scan took 1.7 instead of 1.2 ms at 1M
@@ -148,10 +144,11 @@ def _scan_parallel(
 
 
 @njit(**_JIT)
-def _select(
+def select(
     blocks: np.ndarray, phi: np.ndarray, n_items: int, heap_maxima: np.ndarray, heap_blocks: np.ndarray, n_keep: int
 ) -> tuple[np.ndarray, float]:
-    """The candidates (ascending) and kappa from the parts' heaps (P, n_keep + 1); see :func:`top_keys`."""
+    """The candidates (ascending) and kappa from the parts' heaps (P, n_keep + 1) of :func:`scan`; see
+    :func:`top_keys`."""
     kappa = np.float32(-np.inf)
     for part in range(heap_maxima.shape[0]):  # each heap's minimum bounds the blocks its part left out
         kappa = max(kappa, heap_maxima[part, 0])
@@ -188,47 +185,21 @@ def _select(
     return np.sort(np.concatenate((ids[:count], ties[:n_ties]))), float(kappa)
 
 
-@njit(**_JIT)
-def _top_keys(blocks: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int) -> tuple[np.ndarray, float]:
-    """:func:`top_keys` over n_parts parts (1: the serial kernel)."""
-    n_blocks = (n_items + BLOCK - 1) // BLOCK
-    if n_keep >= n_blocks:  # every block would be kept: every item is a candidate
-        return np.arange(n_items), -np.inf
+def scan(blocks: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int, n_parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """The parts' heaps of block maxima, (n_parts, n_keep + 1) float32 and int64 (block ids), for
+    :func:`select`; needs n_keep < ceil(n_items / BLOCK), the number of blocks. Arguments as in :func:`top_keys`.
+
+    This is Python on purpose: the parallel kernel is only ever called from Python, never from another
+    cached compiled function. A cached function that calls a ``parallel=True`` one can crash when it is
+    loaded from numba's disk cache (numba issue #8578, still open; it did here, after the single-query
+    kernel had once embedded this scan)."""
     heap_maxima = np.full((n_parts, n_keep + 1), -np.inf, dtype=np.float32)
     heap_blocks = np.full((n_parts, n_keep + 1), -1, dtype=np.int64)
     if n_parts > 1:
         _scan_parallel(blocks, phi, n_items, heap_maxima, heap_blocks)
     else:
-        _scan_part(blocks, phi, 0, n_blocks, n_items, heap_maxima[0], heap_blocks[0])
-    return _select(blocks, phi, n_items, heap_maxima, heap_blocks, n_keep)
-
-
-@njit(**_PLAIN_JIT)
-def _search(
-    codes: np.ndarray,
-    phi: np.ndarray,
-    scale: np.ndarray,
-    mid: np.ndarray,
-    error_weights: np.ndarray,
-    n_items: int,
-    n_keep: int,
-    n_parts: int,
-    table: np.ndarray,
-    z: np.ndarray,
-    spread: np.ndarray,
-    kind: int,
-    higher_is_nearer: bool,
-    k: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """:func:`search_one` in one compiled call."""
-    candidates, kappa_codes = _top_keys(codes, (phi * scale).astype(np.float32), n_items, n_keep, n_parts)
-    offset = 0.0
-    error = 0.0
-    for j in range(phi.shape[0]):
-        offset += phi[j] * mid[j]
-        error += abs(phi[j]) * error_weights[j]
-    ids, values = nearest(table, candidates, z, spread, kind, higher_is_nearer, k)
-    return ids, values, candidates, offset + kappa_codes, error
+        _scan_part(blocks, phi, 0, (n_items + BLOCK - 1) // BLOCK, n_items, heap_maxima[0], heap_blocks[0])
+    return heap_maxima, heap_blocks
 
 
 _PARALLEL_MIN_ITEMS = 200_000  # below this one thread is as fast (measured at 70,000), and compiles faster
@@ -237,7 +208,7 @@ _lock = threading.Lock()
 _parallel_ok: bool | None = None  # None: not decided yet (the first parallel call decides, under the lock)
 
 
-def _n_parts(blocks: np.ndarray, n_items: int) -> int:
+def n_parts(blocks: np.ndarray, n_items: int) -> int:
     """How many parts to split n_items into: numba's thread count from _PARALLEL_MIN_ITEMS items, if the
     threading layer is thread-safe (the first call that would go parallel checks, and compiles)."""
     global _parallel_ok
@@ -277,37 +248,7 @@ def top_keys(blocks: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> 
     N_pad >= n_items; ``phi`` (m,) float32; n_keep >= 1. Catalogs of at least 200,000 items are split over numba's current thread count
     (``numba.set_num_threads``).
     """
-    return _top_keys(blocks, phi, n_items, n_keep, _n_parts(blocks, n_items))
-
-
-def search_one(
-    codes: np.ndarray,
-    phi: np.ndarray,
-    scale: np.ndarray,
-    mid: np.ndarray,
-    error_weights: np.ndarray,
-    n_items: int,
-    n_keep: int,
-    table: np.ndarray,
-    z: np.ndarray,
-    spread: np.ndarray,
-    kind: int,
-    higher_is_nearer: bool,
-    k: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """One query of :class:`latent.search.SearchIndex`'s "fused" backend, start to finish, in one
-    compiled call: the scan of the int16 codes, then the float64 rescoring of its candidates.
-
-    codes (ceil(N / BLOCK), m, BLOCK) int16 (:func:`to_blocks`) with per-column ``scale`` and ``mid`` (m,) and
-    ``error_weights`` (m,)
-    (``latent.search._Quantized``); phi (m,) float64 query features; table (N, 2 + t, d), z (d,), spread
-    (d,), kind and higher_is_nearer as in :func:`latent.rescore.nearest`; k <= n_keep < n_items (n_keep: as in
-    :func:`top_keys`).
-
-    Returns the k nearest ids (k,) and their values (k,), nearest first; the candidates (M,), ascending;
-    kappa, a bound on the exact key phi . psi of every item left out, up to ``error``; and ``error`` =
-    sum_j |phi_j| error_weights_j, the bound on every item's key error (without the underflow term).
-    """
-    n_parts = _n_parts(codes, n_items)
-    return _search(codes, phi, scale, mid, error_weights, n_items, n_keep, n_parts, table, z, spread, kind, higher_is_nearer, k)
-
+    if n_keep >= (n_items + BLOCK - 1) // BLOCK:  # every block would be kept: every item is a candidate
+        return np.arange(n_items), -np.inf
+    heap_maxima, heap_blocks = scan(blocks, phi, n_items, n_keep, n_parts(blocks, n_items))
+    return select(blocks, phi, n_items, heap_maxima, heap_blocks, n_keep)

@@ -334,16 +334,23 @@ class _SpreadConstants:
     abs_log_s_sum: float  # sum |log s|
     half_log_2s_sum: float  # sum log(2 s) / 2
     abs_half_log_2s_sum: float  # sum |log(2 s)| / 2
+    arrays: np.ndarray  # (3, d) [s2, w, two_w], for latent.single_query
+    scalars: np.ndarray  # (5,) [s2_norm, log_s_sum, abs_log_s_sum, half_log_2s_sum, abs_half_log_2s_sum]
 
     @classmethod
     def of(cls, s: np.ndarray) -> _SpreadConstants:
         s2 = s * s
         log_s = np.log(s)
         half_log_2s = 0.5 * np.log(2.0 * s)
+        w = 0.5 / s2
+        scalars = (
+            math.sqrt(float(s2 @ s2)), float(log_s.sum()), float(np.abs(log_s).sum()), float(half_log_2s.sum()),
+            float(np.abs(half_log_2s).sum()),
+        )
         return cls(
-            s2=s2, s2_norm=math.sqrt(float(s2 @ s2)), w=0.5 / s2, two_w=2.0 * (0.5 / s2), log_s_sum=float(log_s.sum()),
-            abs_log_s_sum=float(np.abs(log_s).sum()), half_log_2s_sum=float(half_log_2s.sum()),
-            abs_half_log_2s_sum=float(np.abs(half_log_2s).sum()),
+            s2=s2, s2_norm=scalars[0], w=w, two_w=2.0 * w, log_s_sum=scalars[1], abs_log_s_sum=scalars[2],
+            half_log_2s_sum=scalars[3], abs_half_log_2s_sum=scalars[4], arrays=np.stack([s2, w, 2.0 * w]),
+            scalars=np.array(scalars),
         )
 
 
@@ -668,6 +675,7 @@ class SearchIndex:
         self._spread_cache_: OrderedDict[tuple[str, bytes], _Prepared] = OrderedDict()
         self._lock_ = threading.Lock()
         self._scratch_ = threading.local()  # per-thread buffers for single queries (see _keys_buffer)
+        self._kernel_arguments_: dict[str, tuple] = {}  # per score, at the default spread (_search_compiled)
         return self
 
     def _default_features(self, name: str) -> _Prepared:
@@ -866,7 +874,98 @@ class SearchIndex:
     def _search_one(
         self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One query z (d,), 0 < k < N: the latency-critical path, with as few array operations as possible."""
+        """One query z (d,), 0 < k < N: the latency-critical path, in one compiled call where it applies."""
+        # Rescoring is in float64 with the brute-force kernel's arithmetic, so the values agree with fn
+        # bit for bit: compiled (latent.rescore) where that was checked to hold for this table, else numpy.
+        table = self._rescore_table_for(name, spread, prepared)
+        if prepared.compiled_rescore and table is prepared.rescore and k + _EXTRA_CANDIDATES < self.n_items_:
+            found = self._search_compiled(z, name, k, spread, prepared, table)
+            if found is not None:
+                return found
+        return self._search_one_in_steps(z, name, k, spread, prepared, table)
+
+    def _search_compiled(
+        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, table: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`_search_one` in one compiled call (:mod:`latent.single_query`), widened here if its
+        certificate fails; None where :meth:`_search_one_in_steps` must answer instead (float32 could
+        overflow, keys tie at kappa, or a backend or block size that the compiled path does not cover)."""
+        from latent import single_query  # compiled on first use
+
+        backend = self.backend_
+        if backend == "blas" and not self._uses_subgroups(k, k + _EXTRA_CANDIDATES, prepared.features.shape[1]):
+            return None
+        z = np.ascontiguousarray(z)
+        default = spread is self.default_spread_
+        arguments = self._kernel_arguments_.get(name) if default else None
+        if arguments is None:  # the kernel's per-score arguments, kept for the default spread
+            arguments = self._kernel_arguments(name, spread, prepared, table)
+            if default:
+                self._kernel_arguments_[name] = arguments
+        if backend == "fused":
+            return self._search_fused(z, name, k, spread, prepared, arguments)
+        if backend != "blas":
+            return None
+        keys = self._keys_buffer(prepared.features.shape[1])
+        ids, values, candidates, _, phi32, norms, underflow, threshold, status = single_query.blas_query(
+            keys, z, k, *arguments
+        )
+        if status == single_query.OK:
+            return ids, values
+        if status == single_query.WIDEN:
+            return self._widen(prepared, keys, phi32, norms, underflow, candidates, threshold, z, name, spread, k)
+        return None  # UNSAFE or TIES
+
+    def _search_fused(
+        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, arguments: tuple
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`_search_compiled` for the "fused" backend: compiled before and after the scan, which is
+        called from Python (see :func:`latent.fused_scan.scan`)."""
+        from latent import fused_scan, single_query
+
+        codes = prepared.quantized
+        n_keep = k + _EXTRA_CANDIDATES
+        if n_keep >= codes.codes.shape[0]:  # every block would be kept: the step-by-step path takes all items
+            return None
+        kind, center, spread_arrays, scalars, norm_bounds, error_factor, max_l1, slack, squared, higher, table, spread_d = (
+            arguments
+        )
+        phi, phi32, phi_codes, const, magnitude, norms, underflow, safe = single_query.fused_start(
+            z, codes.scale, kind, center, spread_arrays, scalars, norm_bounds, error_factor, max_l1
+        )
+        if not safe:
+            return None  # float32 could overflow: brute force
+        heap_maxima, heap_blocks = fused_scan.scan(
+            codes.codes, phi_codes, self.n_items_, n_keep, fused_scan.n_parts(codes.codes, self.n_items_)
+        )
+        ids, values, candidates, _, threshold, status = single_query.fused_finish(
+            z, k, phi, phi_codes, const, magnitude, heap_maxima, heap_blocks, codes.codes, codes.mid,
+            codes.error_weights, self.n_items_, n_keep, kind, slack, squared, higher, table, spread_d,
+        )
+        if status == single_query.OK:
+            return ids, values
+        return self._widen(prepared, None, phi32, norms, underflow, candidates, threshold, z, name, spread, k)
+
+    def _kernel_arguments(self, name: str, spread: np.ndarray, prepared: _Prepared, table: np.ndarray) -> tuple:
+        """The arguments of :func:`latent.single_query.blas_query` after the query's own (for "fused": those
+        that describe the score, which :meth:`_search_fused` unpacks)."""
+        form = _FORMS[name]
+        constants = self._constants(spread)
+        spread_d = np.ascontiguousarray(spread) if spread.shape else np.full(self.dim_, float(spread))
+        score = (
+            _KINDS[name], self.center_, constants.arrays, constants.scalars, prepared.norm_bounds,
+            prepared.error_factor, prepared.max_l1, prepared.slack, form.squared, form.higher_is_nearer, table,
+            spread_d,
+        )
+        if self.backend_ == "fused":
+            return score
+        return (prepared.features, self.block_size_ // _SUBGROUP, _EXTRA_BLOCKS, *score)
+
+    def _search_one_in_steps(
+        self, z: np.ndarray, name: str, k: int, spread: np.ndarray, prepared: _Prepared, table: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_search_one` step by step from Python: for FAISS, for ties at kappa in the "blas" selection,
+        for features that float32 cannot hold, and where the compiled rescoring does not apply."""
         form = _FORMS[name]
         phi, const, const_magnitude, norms = _query_one(name, z - self.center_, self._constants(spread))
         # key_bound >= sum_j |psi_ij| |phi_j| for every item i (Cauchy-Schwarz per feature block), and
@@ -882,35 +981,19 @@ class SearchIndex:
         max_error = prepared.error_factor * key_bound + underflow
         phi32 = phi.astype(np.float32)
         n_candidates = k + _EXTRA_CANDIDATES
-        # Rescoring is in float64 with the brute-force kernel's arithmetic, so the values agree with fn
-        # bit for bit: compiled (latent.rescore) where that was checked to hold for this table, else numpy.
-        table = self._rescore_table_for(name, spread, prepared)
-        compiled = prepared.compiled_rescore and table is prepared.rescore
-        if compiled:
-            z = np.ascontiguousarray(z)
-            spread_d = np.ascontiguousarray(spread) if spread.shape else np.full(self.dim_, float(spread))
-        keys = ids = None
+        keys = None
         if n_candidates >= self.n_items_:
             candidates, kappa, ascending = np.arange(self.n_items_), -math.inf, True
         elif self.backend_ == "fused":
+            from latent.fused_scan import top_keys
+
             quantized = prepared.quantized
-            if compiled:  # the scan and the rescoring in one compiled call
-                from latent.fused_scan import search_one  # compiled on first use
-
-                ids, values, candidates, kappa, max_error = search_one(
-                    quantized.codes, phi, quantized.scale, quantized.mid, quantized.error_weights,
-                    self.n_items_, k + _EXTRA_CANDIDATES, table, z, spread_d, _KINDS[name], form.higher_is_nearer, k,
-                )
-            else:
-                from latent.fused_scan import top_keys
-
-                candidates, kappa_codes = top_keys(
-                    quantized.codes, (phi * quantized.scale).astype(np.float32), self.n_items_, k + _EXTRA_CANDIDATES
-                )
-                kappa = float(phi @ quantized.mid) + kappa_codes
-                max_error = float(np.abs(phi) @ quantized.error_weights)
+            candidates, kappa_codes = top_keys(
+                quantized.codes, (phi * quantized.scale).astype(np.float32), self.n_items_, n_candidates
+            )
             # Every left-out item's exact key is at most kappa + max_error (see _Quantized).
-            max_error += 2.0**-148 * (phi.shape[0] + 1) * 32768.0
+            kappa = float(phi @ quantized.mid) + kappa_codes
+            max_error = float(np.abs(phi) @ quantized.error_weights) + 2.0**-148 * (phi.shape[0] + 1) * 32768.0
             ascending = True
         elif self.backend_ == "faiss":
             keys_top, found = prepared.faiss_index.search(phi32[None, :], n_candidates + 1)  # (1, M+1), best first
@@ -918,25 +1001,15 @@ class SearchIndex:
         else:
             # One BLAS sgemv streaming the features, into this thread's reused buffer.
             keys = np.matmul(phi32, prepared.features, out=self._keys_buffer(prepared.features.shape[1]))
-            if compiled and self._uses_subgroups(k, n_candidates, keys.shape[0]):
-                from latent.group_select import search_keys  # compiled on first use
-
-                # The selection of _select_one and the rescoring, in one compiled call.
-                ids, values, candidates, kappa = search_keys(
-                    keys.reshape(_SUBGROUP, -1), self.block_size_ // _SUBGROUP, k + _EXTRA_BLOCKS,
-                    table, z, spread_d, _KINDS[name], form.higher_is_nearer, k,
-                )
-                ascending = True
-                if ids.shape[0] < k:  # keys tie at kappa: _select_one takes those groups whole
-                    ids = None
-                    candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
-            else:
-                candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
-        if ids is None and compiled:  # (the fused backend's compiled call has rescored already)
+            candidates, kappa, ascending = self._select_one(keys, k, n_candidates)
+        if prepared.compiled_rescore and table is prepared.rescore:
             from latent.rescore import nearest
 
-            ids, values = nearest(table, candidates, z, spread_d, _KINDS[name], form.higher_is_nearer, k)
-        elif ids is None:
+            spread_d = np.ascontiguousarray(spread) if spread.shape else np.full(self.dim_, float(spread))
+            ids, values = nearest(
+                table, candidates, np.ascontiguousarray(z), spread_d, _KINDS[name], form.higher_is_nearer, k
+            )
+        else:
             mu, sigma, terms = _split_rows(table[candidates])  # one gather
             values = KERNELS[name](z, mu, sigma, spread, terms)  # (M,)
             nearness = -values if form.higher_is_nearer else values

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latent.group_select import kth_largest, search_keys, top_groups
-from latent.rescore import KINDS, nearest
-from latent.search import _rescore_table
+from latent.group_select import _column_maxima_16, kth_largest, top_groups
 
 
 @settings(max_examples=300, deadline=None)
@@ -72,21 +69,15 @@ def test_top_groups_on_the_search_index_layout() -> None:
     assert {5, 40_000, 69_999} <= set(ids.tolist()) and 29 <= ids.shape[0] < 200
 
 
-@pytest.mark.parametrize("name", ["likelihood", "euclidean", "kl"])
-def test_search_keys_rescores_the_candidates_or_reports_ties(name: str) -> None:
-    rng = np.random.default_rng(1)
-    n, d = 4096, 3
-    mu, sigma = rng.normal(size=(n, d)), rng.uniform(0.1, 1.0, size=(n, d))
-    z, spread = rng.normal(size=d), np.full(d, 0.5)
-    table = _rescore_table(name, np.stack([mu, sigma], axis=1), spread)  # (N, 2 + t, d)
-    keys = rng.normal(size=n).astype(np.float32).reshape(16, -1)
-    higher = name == "likelihood"
-    ids, values, candidates, kappa = search_keys(keys, 4, 12, table, z, spread, KINDS[name], higher, 10)
-    expected_candidates, expected_kappa = reference(keys, 4, 12)
-    assert kappa == expected_kappa and np.array_equal(candidates, expected_candidates)
-    expected_ids, expected_values = nearest(table, expected_candidates, z, spread, KINDS[name], higher, 10)
-    np.testing.assert_array_equal(ids, expected_ids)
-    np.testing.assert_array_equal(values, expected_values)
-    # Every key equal: none is above kappa, so the caller must resolve the ties.
-    ids, values, candidates, _ = search_keys(np.zeros_like(keys), 4, 12, table, z, spread, KINDS[name], higher, 10)
-    assert ids.shape == values.shape == candidates.shape == (0,)
+@settings(max_examples=200, deadline=None)
+@given(
+    width=st.integers(1, 300),
+    seed=st.integers(0, 2**32 - 1),
+    specials=st.lists(st.sampled_from([-np.inf, np.inf, 0.0, -0.0, 3.4e38, -3.4e38, 1e-45]), max_size=6),
+)
+def test_the_unrolled_maxima_of_16_rows_equal_numpy(width: int, seed: int, specials: list) -> None:
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(16, width)).astype(np.float32)
+    for value in specials:  # extreme values at random places
+        rows[rng.integers(16), rng.integers(width)] = value
+    np.testing.assert_array_equal(_column_maxima_16(rows), rows.max(axis=0))

@@ -164,32 +164,36 @@ def test_near_ties_below_float32_resolution_come_out_right(backend: str, name: s
     assert calls, "the near-tie case never exercised the widening path"
 
 
+@pytest.mark.parametrize("backend", ["blas", "fused"])
 @pytest.mark.parametrize("ties", [False, True])
-def test_blas_single_queries_select_through_the_compiled_groups(ties: bool, monkeypatch) -> None:
-    # The "blas" backend's single queries select and rescore in latent.group_select; when keys tie at
-    # kappa it returns fewer than k and the index takes the tied groups whole. Both come out exact.
-    import latent.group_select
+def test_single_queries_run_in_one_compiled_call(backend: str, ties: bool, monkeypatch) -> None:
+    # Single queries run start to finish in latent.single_query; when keys tie at kappa the "blas"
+    # kernel reports it and the index takes the tied groups whole (the fused scan fills ties itself).
+    # Both come out exact.
+    import latent.single_query
 
     mu, sigma = catalog(17, 5000)
     if ties:  # 200 identical items: their keys tie at the top
         mu[::25], sigma[::25] = [0.2, 0.1, -0.1, 0.0], [0.05, 0.05, 0.05, 0.95]
-    returned = []
-    original = latent.group_select.search_keys
+    kernel_name = {"blas": "blas_query", "fused": "fused_finish"}[backend]  # the one that reports the status
+    statuses = []
+    original = getattr(latent.single_query, kernel_name)
 
     def spy(*args):
         result = original(*args)
-        returned.append(result[0].shape[0])
+        statuses.append(result[-1])
         return result
 
-    monkeypatch.setattr(latent.group_select, "search_keys", spy)
-    index = SearchIndex(backend="blas", block_size=32).fit(mu, sigma)
+    monkeypatch.setattr(latent.single_query, kernel_name, spy)
+    index = SearchIndex(backend=backend, block_size=32).fit(mu, sigma)
     z = np.array([0.2, 0.1, -0.1, 0.0])
     for name in NAMES:
         assert_exact(index, name, z, mu, sigma, None, 12)
         assert_exact(index, name, z + 0.5, mu, sigma, 0.3, 12)
     # Every query but kl at another spread than the default (rescored by numpy from mu and sigma).
-    assert len(returned) == 2 * len(NAMES) - 1, "the compiled selection was not used"
-    assert (0 in returned) == ties  # the tie fallback ran exactly when keys tied
+    assert len(statuses) == 2 * len(NAMES) - 1, "the compiled query was not used"
+    assert (latent.single_query.TIES in statuses) == (ties and backend == "blas")
+    assert latent.single_query.UNSAFE not in statuses
 
 
 @settings(max_examples=200, deadline=None)
