@@ -85,8 +85,12 @@ kappa, and the candidates are the items above kappa in those blocks. The exact k
 sum_j phi_j mid_j + S_i by at most sum_j |phi_j| w_j for every item, where w_j covers the quantisation
 residual and the float32 and float64 rounding (``_Quantized``); the same certificate and widening apply
 (the widening recomputes float32 keys). On the benchmark's catalogs fewer than 40 items lie within twice
-that bound of the 20th key, so widening is rare. The scan, the selection and the rescoring run in one
-compiled call (:func:`latent.fused_scan.search_one`).
+that bound of the 20th key, so widening is rare.
+
+A single query is compiled from z to the certified top k (:mod:`latent.single_query`): the query
+features, the bounds, the keys and the selection, the rescoring and the certificate, in one call for
+"blas" and in two around the scan for "fused"; Python only validates the input and handles the rare
+outcomes (ties at kappa, widening, features too large for float32).
 
 Rescoring reads one (N, 2 + t, d) table per score: mu, sigma and the kernel's per-item terms that
 depend only on (sigma, s) (``latent.scores.KERNEL_TERMS``), precomputed for the spread in use, so that
