@@ -23,10 +23,9 @@ with the same inlined code, compiled without fast-math reassociation or contract
 out the same both times; :mod:`latent.search` bounds the error of the float32 keys for any summation
 order anyway.
 
-:func:`latent.single_query.fused_query` runs a whole query of the search index around this scan in one
-compiled call (the query features, the scan, the float64 rescoring and the certificate). With P threads
-the blocks are split into P
-contiguous parts, each with its own heap; kappa is then the largest of the heaps' minima and of the
+:mod:`latent.single_query` runs a whole query of the search index around this scan, compiled before
+and after it (the query features; then the selection, the float64 rescoring and the certificate), with
+:func:`scan` called from Python in between. With P threads the blocks are split into P contiguous parts, each with its own heap; kappa is then the largest of the heaps' minima and of the
 (n_keep + 1)-th largest maximum among all their blocks, and the selection after them is serial and small.
 
 Measured on the 2-core development machine, one thread, 1,000,000 items of the benchmark's catalog

@@ -4,7 +4,7 @@ r"""Compiled float64 rescoring of candidate items, equal bit for bit to the kern
 must equal ``SCORES[name].fn`` exactly (a 1-ulp difference could reorder two tied items). Through numpy
 that is a gather and four to six ufunc calls on a (M, d) array, about 20 us for M = 28 candidates,
 mostly per-call overhead. The compiled loop here does the same arithmetic in a few microseconds, and
-:func:`latent.fused_scan.search_one` runs it right after the scan, in the same call.
+:mod:`latent.single_query` runs it right after the selection, in the same compiled call.
 
 Bit-for-bit equality needs the same operations in the same order:
 
