@@ -39,18 +39,18 @@ from numba import njit
 
 from latent.fused_scan import select
 from latent.group_select import top_groups
-from latent.rescore import nearest
+from latent.rescore import KINDS, nearest
+from latent.search import _FLOAT32_SAFE, _SUBGROUP
 
 _JIT = {"nogil": True, "cache": True, "boundscheck": False, "error_model": "numpy", "fastmath": {"nnan", "nsz"}}
 
 #: ``status`` codes of :func:`blas_query` and :func:`fused_finish`.
 OK, UNSAFE, TIES, WIDEN = 0, 1, 2, 3
 
-# latent.rescore.KINDS, the score codes that ``kind`` takes here too.
-_LIKELIHOOD, _EUCLIDEAN, _MAHALANOBIS, _KL, _KL_REVERSE, _JEFFREYS, _BHATTACHARYYA, _WASSERSTEIN2 = range(8)
+# The score codes that ``kind`` takes (latent.rescore.KINDS).
+_LIKELIHOOD, _EUCLIDEAN, _KL, _KL_REVERSE = KINDS["likelihood"], KINDS["euclidean"], KINDS["kl"], KINDS["kl_reverse"]
+_JEFFREYS, _BHATTACHARYYA, _WASSERSTEIN2 = KINDS["jeffreys"], KINDS["bhattacharyya"], KINDS["wasserstein2"]
 
-_FLOAT32_SAFE = 1e30  # latent.search._FLOAT32_SAFE
-_SUBGROUP = 16  # latent.search._SUBGROUP: rows of the (16, N_pad / 16) view of the keys
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -155,6 +155,49 @@ def _bounds(
 
 
 @njit(**_JIT)
+def _start(
+    z: np.ndarray,
+    kind: int,
+    center: np.ndarray,
+    spread_arrays: np.ndarray,
+    scalars: np.ndarray,
+    norm_bounds: np.ndarray,
+    error_factor: float,
+    max_l1: float,
+) -> tuple[np.ndarray, float, float, np.ndarray, bool, float, float]:
+    """Steps 1 and 2 for a query z (d,): phi (m,), const, magnitude and norms (:func:`query_map`), then
+    whether float32 is safe, the underflow term and the bound on every item's key error (:func:`_bounds`)."""
+    phi, const, magnitude, norms = query_map(
+        kind, z - center, spread_arrays[0], spread_arrays[1], spread_arrays[2], scalars
+    )
+    safe, underflow, max_error = _bounds(phi, norms, norm_bounds, error_factor, max_l1)
+    return phi, const, magnitude, norms, safe, underflow, max_error
+
+
+@njit(**_JIT)
+def _rescore_and_certify(
+    candidates: np.ndarray,
+    kappa: float,
+    max_error: float,
+    z: np.ndarray,
+    k: int,
+    kind: int,
+    const: float,
+    magnitude: float,
+    slack: float,
+    squared: bool,
+    higher_is_nearer: bool,
+    table: np.ndarray,
+    spread: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Steps 4 and 5: the k nearest candidates rescored in float64 (ids, values), the key threshold from
+    the k-th value, and OK if no item left out (key at most kappa + max_error) can reach it, else WIDEN."""
+    ids, values = nearest(table, candidates, z, spread, kind, higher_is_nearer, k)
+    threshold = key_threshold(squared, higher_is_nearer, values[k - 1], const, magnitude, slack)
+    return ids, values, threshold, OK if kappa + max_error < threshold else WIDEN
+
+
+@njit(**_JIT)
 def blas_query(
     keys: np.ndarray,
     z: np.ndarray,
@@ -189,11 +232,10 @@ def blas_query(
     ascending; kappa; phi32 (m,); the norms of phi's feature blocks; the underflow term; the key
     threshold; and the status (module docstring).
     """
-    phi, const, magnitude, norms = query_map(
-        kind, z - center, spread_arrays[0], spread_arrays[1], spread_arrays[2], scalars
+    phi, const, magnitude, norms, safe, underflow, max_error = _start(
+        z, kind, center, spread_arrays, scalars, norm_bounds, error_factor, max_l1
     )
     phi32 = phi.astype(np.float32)
-    safe, underflow, max_error = _bounds(phi, norms, norm_bounds, error_factor, max_l1)
     no_ids = np.empty(0, np.int64)
     if not safe:
         return no_ids, np.empty(0), no_ids, 0.0, phi32, norms, underflow, 0.0, UNSAFE
@@ -201,9 +243,9 @@ def blas_query(
     candidates, kappa = top_groups(keys.reshape(_SUBGROUP, -1), group_rows, k + extra_groups)
     if candidates.shape[0] < k:  # keys tie at kappa
         return no_ids, np.empty(0), candidates, kappa, phi32, norms, underflow, 0.0, TIES
-    ids, values = nearest(table, candidates, z, spread, kind, higher_is_nearer, k)
-    threshold = key_threshold(squared, higher_is_nearer, values[k - 1], const, magnitude, slack)
-    status = OK if kappa + max_error < threshold else WIDEN
+    ids, values, threshold, status = _rescore_and_certify(
+        candidates, kappa, max_error, z, k, kind, const, magnitude, slack, squared, higher_is_nearer, table, spread
+    )
     return ids, values, candidates, kappa, phi32, norms, underflow, threshold, status
 
 
@@ -227,10 +269,9 @@ def fused_start(
     The scan runs between :func:`fused_start` and :func:`fused_finish`, called from Python
     (:func:`latent.fused_scan.scan`), because its parallel kernel must not be called from a cached
     compiled function (numba issue #8578)."""
-    phi, const, magnitude, norms = query_map(
-        kind, z - center, spread_arrays[0], spread_arrays[1], spread_arrays[2], scalars
+    phi, const, magnitude, norms, safe, underflow, _ = _start(
+        z, kind, center, spread_arrays, scalars, norm_bounds, error_factor, max_l1
     )
-    safe, underflow, _ = _bounds(phi, norms, norm_bounds, error_factor, max_l1)
     return phi, phi.astype(np.float32), (phi * scale).astype(np.float32), const, magnitude, norms, underflow, safe
 
 
@@ -275,7 +316,7 @@ def fused_finish(
         offset += phi[j] * mid[j]
         max_error += abs(phi[j]) * error_weights[j]
     kappa = offset + kappa_codes
-    ids, values = nearest(table, candidates, z, spread, kind, higher_is_nearer, k)
-    threshold = key_threshold(squared, higher_is_nearer, values[k - 1], const, magnitude, slack)
-    status = OK if kappa + max_error < threshold else WIDEN
+    ids, values, threshold, status = _rescore_and_certify(
+        candidates, kappa, max_error, z, k, kind, const, magnitude, slack, squared, higher_is_nearer, table, spread
+    )
     return ids, values, candidates, kappa, threshold, status

@@ -141,6 +141,6 @@ def test_no_kernel_that_calls_the_rescoring_compiles_with_value_changing_fast_ma
     """numba compiles (and caches) a callee with the fast-math flags of its first jitted caller: a caller
     with "contract" once made the rescoring use fused multiply-adds, 1 ulp off numpy (see latent.rescore).
     Only flags that cannot change a finite, nonzero result are allowed on the callers."""
-    for caller in (single_query.blas_query, single_query.fused_finish):
+    for caller in (single_query.blas_query, single_query.fused_finish, single_query._rescore_and_certify):
         flags = caller.targetoptions.get("fastmath", set())
         assert flags is not True and set(flags) <= {"nnan", "nsz"}, (caller, flags)
