@@ -191,15 +191,79 @@ def bench_startup(clone: Path, cache: Path) -> float:
         process.wait(timeout=30)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
-    args = parser.parse_args(argv)
-    n = 5 if args.quick else 30
-    moves = 4 if args.quick else 15
-    rows: list[tuple[str, str, str]] = []
+#: The pages in menu order, as (title, URL path); the query in the link is the same for every page.
+PAGES = (("Explore", ""), ("Atlas", "atlas"), ("Compare", "compare"), ("Cartography", "cartography"),
+         ("Learn", "learn"), ("Model", "model"))
+#: A page is shown when its script run has ended and its title is on screen.
+PAGE_SHOWN = ("() => document.querySelector('[data-testid=\"stApp\"][data-test-script-state=\"notRunning\"]')"
+              " && document.querySelector('[data-testid=\"stMain\"] h1')")
 
+
+async def page_visits(url: str, rounds: int) -> dict[str, list[float]]:
+    """Seconds from opening each page's link in a new tab until it is shown, for ``rounds`` rounds
+    over all pages in menu order: round 0 is each page's first visit since the server started."""
+    from playwright.async_api import async_playwright
+
+    out: dict[str, list[float]] = {title: [] for title, _ in PAGES}
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        for _ in range(rounds):
+            for title, path in PAGES:
+                page = await browser.new_page(viewport={"width": 1500, "height": 1000})
+                page.set_default_timeout(300_000)
+                started = time.perf_counter()
+                await page.goto(f"{url}/{path}?z=0.5,0,0,0,0,0,0,0,0,0&k=8")
+                await page.wait_for_function(PAGE_SHOWN, polling="raf")
+                out[title].append(time.perf_counter() - started)
+                await page.close()
+        await browser.close()
+    return out
+
+
+def bench_first_visits(warm_up: bool, rounds: int) -> tuple[float, float, dict[str, list[float]]]:
+    """A fresh clone and an empty cache: optionally the set-up's warm-up, then ``streamlit run``.
+
+    Returns the seconds until the server is healthy, the seconds from then until Explore shows the
+    decoded garment (a first user's wait), and each page's visit times (first visit first)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        env = {**os.environ, "LATENT_CACHE_DIR": str(Path(tmp) / "cache")}
+        if warm_up:
+            subprocess.run([sys.executable, "-m", "latent", "warm-up"], cwd=clone, env=env, check=True)
+        port = free_port()
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+             "127.0.0.1", "--server.headless", "true"], cwd=clone, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_healthy(port, process)
+            ready = time.perf_counter() - started
+            url = f"http://127.0.0.1:{port}"
+            usable = asyncio.run(first_usable_seconds(url, time.perf_counter()))
+            visits = asyncio.run(page_visits(url, rounds))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    return ready, usable, visits
+
+
+def first_visit_rows(warm_up: bool, rounds: int) -> list[tuple[str, str, str]]:
+    label = "after set-up (`python -m latent warm-up`)" if warm_up else "without set-up's warm-up"
+    ready, usable, visits = bench_first_visits(warm_up, rounds)
+    rows = [(f"Fresh clone, empty cache, {label}: server ready, then Explore usable", f"{usable:.1f} s",
+             f"server healthy after {ready:.1f} s")]
+    for title, times in visits.items():
+        warm = statistics.median(times[1:])
+        rows.append((f"{title}, first visit {label}", f"{times[0]:.2f} s",
+                     f"warm visit {warm:.2f} s (median of {len(times) - 1}); first - warm {times[0] - warm:+.2f} s"))
+    return rows
+
+
+def steady_state_rows(n: int, moves: int, quick: bool) -> list[tuple[str, str, str]]:
+    """Reruns, slider latency in Chromium (1 and 5 sessions), the Atlas, and start-up."""
+    rows: list[tuple[str, str, str]] = []
     print("server-side rerun ...", flush=True)
     rerun, naive = bench_rerun(n)
     rows.append(("Explore rerun after a slider change: the page script on the server", f"{rerun * 1000:.0f} ms",
@@ -227,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{median_ms(five) / median_ms(one):.1f}x the 1-session median; server script median "
                      f"{statistics.median(five_server):.0f} ms"))
         print("atlas ...", flush=True)
-        atlas = statistics.median(asyncio.run(atlas_seconds(url)) for _ in range(1 if args.quick else 3))
+        atlas = statistics.median(asyncio.run(atlas_seconds(url)) for _ in range(1 if quick else 3))
         rows.append(("Atlas: navigation until all 70,000 points are drawn (WebGL)", f"{atlas:.1f} s", ""))
     finally:
         server.terminate()
@@ -239,11 +303,32 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         cache = Path(tmp) / "cache"
         fresh = bench_startup(clone, cache)
-        warm = statistics.median(bench_startup(clone, cache) for _ in range(1 if args.quick else 3))
+        warm = statistics.median(bench_startup(clone, cache) for _ in range(1 if quick else 3))
         shutil.rmtree(clone, ignore_errors=True)
     rows.append(("Start-up, fresh clone with shipped artefacts, empty cache: `streamlit run` to usable page",
                  f"{fresh:.1f} s", "includes Python imports, data load and index fit"))
     rows.append(("Start-up, warm restart", f"{warm:.1f} s", f"{fresh / warm:.1f}x faster than fresh"))
+
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
+    parser.add_argument("--only", choices=["first-visits"], default=None,
+                        help="measure only this part (first visits of every page from a fresh clone)")
+    args = parser.parse_args(argv)
+    n = 5 if args.quick else 30
+    moves = 4 if args.quick else 15
+    rows: list[tuple[str, str, str]] = []
+
+    if args.only is None:
+        rows += steady_state_rows(n, moves, args.quick)
+    rounds = 2 if args.quick else 4
+    for warm_up in (False, True):
+        print(f"first visits from a fresh clone ({'with' if warm_up else 'without'} the warm-up) ...", flush=True)
+        rows += first_visit_rows(warm_up, rounds)
 
     lines = [f"Machine: {machine()}.", "", "| measurement | median | notes |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
