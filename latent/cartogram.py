@@ -2,7 +2,7 @@
 
 Algorithm: Gastner, Seguy and More, "Fast flow-based algorithm for creating density-equalizing map
 projections", PNAS 2018 (reference code: Flow-Based-Cartograms/go_cart, ``ffb_integrate.c``); see
-GEOMETRY.md section 4. On an n_y x n_x grid of cells (a reflecting box [0, n_x] x [0, n_y], cell units):
+docs/cartography.md section 6. On an n_y x n_x grid of cells (a reflecting box [0, n_x] x [0, n_y], cell units):
 
     rho_bar = mean(rho0);  solve  lap(Phi) = rho0 - rho_bar  with zero normal derivative at the walls
         (cosine series: rho0 - rho_bar = sum_ij c_ij cos(kx_i x) cos(ky_j y),  kx_i = pi i / n_x,

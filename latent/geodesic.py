@@ -1,6 +1,7 @@
 """Geodesic distances in latent space under a decoder measure: continuous, catalog graph and slice grid graph.
 
-Three ways to measure how far apart two latent points are *along the decoded manifold* (GEOMETRY.md section 3):
+Three ways to measure how far apart two latent points are *along the decoded manifold* (docs/cartography.md
+sections 2-3):
 
 * :func:`continuous_geodesic`: a K-point latent curve with fixed ends that minimises the discrete energy
   E = (K - 1) sum_k D(f(c_k), f(c_{k+1}))^2 (L-BFGS, or Adam). Minimising energy rather than length gives

@@ -1,4 +1,4 @@
-"""Tests of latent/geometry.py against analytic oracles (GEOMETRY.md section 6) and torch references."""
+"""Tests of latent/geometry.py against analytic oracles (docs/geometry.md section 8) and torch references."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ from ui.resources import Resources
 
 #: Session-state key: the set of expensive results this session asked for (keys as tuples).
 REQUESTED = "carto_requested"
-#: Neighbours per node in the catalog graph (GEOMETRY.md section 3).
+#: Neighbours per node in the catalog graph (k in docs/cartography.md section 3.1).
 GRAPH_K = 10
 #: Garments per side of the slice mosaic.
 TILES = 8
