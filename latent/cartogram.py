@@ -277,7 +277,7 @@ def flow_cartogram(density: np.ndarray, points: np.ndarray | None = None, *, ext
         :class:`Cartogram` with displaced corners and points in ``extent`` coordinates.
 
     Cost: one cosine transform, then ~30-100 steps of two bilinear interpolations of all corners and points;
-    about 0.05 s at 64 x 64 and 0.2 s at 128 x 128.
+    bench/bench_geometry.py times the page's 64 x 64 cartograms.
     """
     t0 = time.perf_counter()
     raw = np.asarray(density, dtype=np.float64)

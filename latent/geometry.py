@@ -198,7 +198,7 @@ def _jvps(fn: TensorFn, Z: torch.Tensor, tangents: torch.Tensor) -> tuple[torch.
 
     Each tangent is broadcast over the batch (``expand_as``), so one call gives every row's JVP.
     """
-    from torch.func import jvp  # imported on first use: it loads functorch (0.2 s)
+    from torch.func import jvp  # imported on first use: it loads functorch, which is slow to import
 
     primal = None
     cols = []

@@ -159,8 +159,8 @@ def request_geodesic(res: Resources, za: tuple[float, ...], zb: tuple[float, ...
 
 
 def geodesic(res: Resources, za: tuple[float, ...], zb: tuple[float, ...], measure: str) -> GeodesicResult | None:
-    """The continuous geodesic (K = 32, L-BFGS) from z_a to z_b if this session asked for it (about 1 s the
-    first time), else None."""
+    """The continuous geodesic (K = 32, L-BFGS) from z_a to z_b if this session asked for it (computed the
+    first time, then cached), else None."""
     if not was_requested(_geodesic_request(res, za, zb, measure)):
         return None
     return _geodesic(res.checkpoint_sha256, tuple(za), tuple(zb), measure, CURVE_POINTS, res.model)
