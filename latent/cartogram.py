@@ -2,7 +2,7 @@
 
 Algorithm: Gastner, Seguy and More, "Fast flow-based algorithm for creating density-equalizing map
 projections", PNAS 2018 (reference code: Flow-Based-Cartograms/go_cart, ``ffb_integrate.c``); see
-GEOMETRY.md section 4. On an n_y x n_x grid of cells (a reflecting box [0, n_x] x [0, n_y], cell units):
+docs/cartography.md section 6. On an n_y x n_x grid of cells (a reflecting box [0, n_x] x [0, n_y], cell units):
 
     rho_bar = mean(rho0);  solve  lap(Phi) = rho0 - rho_bar  with zero normal derivative at the walls
         (cosine series: rho0 - rho_bar = sum_ij c_ij cos(kx_i x) cos(ky_j y),  kx_i = pi i / n_x,
@@ -277,7 +277,7 @@ def flow_cartogram(density: np.ndarray, points: np.ndarray | None = None, *, ext
         :class:`Cartogram` with displaced corners and points in ``extent`` coordinates.
 
     Cost: one cosine transform, then ~30-100 steps of two bilinear interpolations of all corners and points;
-    about 0.05 s at 64 x 64 and 0.2 s at 128 x 128.
+    bench/bench_geometry.py times the page's 64 x 64 cartograms.
     """
     t0 = time.perf_counter()
     raw = np.asarray(density, dtype=np.float64)

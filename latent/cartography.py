@@ -53,9 +53,9 @@ if TYPE_CHECKING:  # scipy's graph and image modules load only when a cartogram 
 DIMS_EXTENT = 3.0
 #: The "auto" window for two items reaches this many times the farther item (see ``slice_through``).
 NEIGHBOUR_MARGIN = 1.25
-#: Points on straight lines and geodesics (K in GEOMETRY.md section 3).
+#: Points on straight lines and geodesics (K in docs/cartography.md section 2).
 CURVE_POINTS = 32
-#: Cells per side of the cartogram grid (L in GEOMETRY.md section 4).
+#: Cells per side of the cartogram grid (docs/cartography.md section 6.4).
 CARTOGRAM_CELLS = 64
 
 
@@ -64,7 +64,7 @@ CARTOGRAM_CELLS = 64
 def magnification_weights(log_mf: ArrayLike) -> np.ndarray:
     """Per-item cartogram weights from log magnification factors: MF_i / max MF, shape (N,) float64.
 
-    MF = sqrt(det G) at each encoded mean (GEOMETRY.md section 4: splat the MF at each mean). Collapsed
+    MF = sqrt(det G) at each encoded mean (docs/cartography.md section 6.4, weights "mf"). Collapsed
     latent units can make det G vanish (log MF = -inf); such items get the smallest finite weight, so they
     still count but never dominate. The cartogram's own preprocessing (clip, gamma, blur) then tames the
     dynamic range.
@@ -254,7 +254,7 @@ def ranks_of(values: ArrayLike, items: ArrayLike, higher_is_nearer: bool) -> np.
 def graph_stretch(graph: LatentGraph) -> np.ndarray:
     """Per catalog item, the mean stretch of its graph edges: mean_j w_ij / |z_i - z_j| over its neighbours j.
 
-    This is this project's finite-difference measure m_D(z_i) (GEOMETRY.md section 2) with the steps taken
+    This is this project's finite-difference measure m_D(z_i) (docs/geometry.md section 6) with the steps taken
     along the kNN edges, at no extra decoding cost: w_ij is the decoded length of the edge. (N,) float64;
     items without an edge of positive latent length get the median stretch.
     """

@@ -1,4 +1,4 @@
-"""The Cartography page's URL keys: their choices, parsers and schema fields (after GEOMETRY.md).
+"""The Cartography page's URL keys: their choices, parsers and schema fields (maths: docs/cartography.md).
 
 Kept apart from :mod:`latent.cartography` so that the URL schema, which every page reads at start-up,
 does not import torch or scipy; :mod:`latent.cartography` re-exports these names.

@@ -361,7 +361,7 @@ def _read_array_cache(path: Path, digest: str, folder: Path) -> FashionMNIST | N
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     # A damaged file fails zipfile's CRC-32 check while np.load reads it (BadZipFile, above), so the
-    # fingerprint stored beside the arrays is trusted rather than recomputed (0.1 s per load here).
+    # fingerprint stored beside the arrays is trusted rather than recomputed (hashing every load is slow).
     images, labels, is_test = arrays
     if images.dtype != np.uint8 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE) or not (
             len(images) == len(labels) == len(is_test)) or len(fingerprint) != 64:

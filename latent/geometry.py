@@ -5,7 +5,7 @@ this module works on a :class:`Decoder`, a pair of plain callables on flattened 
 (linear maps, spheres, graphs of functions) can stand in for the VAE in tests; :func:`vae_decoder` adapts
 :class:`latent.model.VAE`.
 
-Geometry (see ``docs/GEOMETRY.md`` sections 1-2; Arvanitidis et al. 2018; Shao et al. 2018):
+Geometry (see ``docs/geometry.md`` sections 2-5; Arvanitidis et al. 2018; Shao et al. 2018):
 
 * Jacobian of the decoder mean mu(z):  J(z) = d mu / d z,  shape (D, d), by forward-mode autodiff
   (one JVP per latent direction, each broadcast over the whole batch).
@@ -29,7 +29,7 @@ Conventions: public functions accept numpy arrays or tensors for latent points a
 metrics and magnification (the decoder itself runs in its own dtype, float32 for the VAE). Grids over a slice
 are indexed ``[row, col] = [t index, s index]`` (rows follow v, columns follow u), as images and heatmaps are.
 Nothing here changes torch's global state; wrap interactive calls in :func:`torch_threads` (one thread is
-much faster for small batches on a busy 2-core machine, see GEOMETRY.md section 1).
+much faster for small batches on a busy 2-core machine, see docs/geometry.md section 4).
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def vae_decoder(model: Any) -> Decoder:
 def torch_threads(n: int = 1) -> Iterator[None]:
     """Temporarily set torch's intra-op thread count (process-wide), restoring it afterwards.
 
-    On a contended 2-core machine one thread makes small decoder calls many times faster (GEOMETRY.md
-    section 1). The setting is global to the process, so concurrent callers share it.
+    On a contended 2-core machine one thread makes small decoder calls many times faster (docs/geometry.md
+    section 4). The setting is global to the process, so concurrent callers share it.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -198,7 +198,7 @@ def _jvps(fn: TensorFn, Z: torch.Tensor, tangents: torch.Tensor) -> tuple[torch.
 
     Each tangent is broadcast over the batch (``expand_as``), so one call gives every row's JVP.
     """
-    from torch.func import jvp  # imported on first use: it loads functorch (0.2 s)
+    from torch.func import jvp  # imported on first use: it loads functorch, which is slow to import
 
     primal = None
     cols = []
@@ -644,8 +644,8 @@ def grid_magnification(outputs: ArrayLike, spacing: tuple[float, float], measure
         a.b    ~ (D(f00, f11)^2 - D(f10, f01)^2) / 4        (polarisation over the two diagonals)
         MF_2   ~ sqrt(|a|^2 |b|^2 - (a.b)^2) / (ds dt)     ("gram", tends to MF_2 as the spacing -> 0)
     or ``form="product"``: |a| |b| / (ds dt), which ignores the angle and suits dissimilarities that are not
-    locally Euclidean. For D = L2 the "gram" form is the area of the decoded parallelogram (GEOMETRY.md
-    section 1, "Cheapest slice MF") at second order in the spacing; for "bernoulli_kl" it estimates the
+    locally Euclidean. For D = L2 the "gram" form is the area of the decoded parallelogram (docs/geometry.md
+    section 5.2) at second order in the spacing; for "bernoulli_kl" it estimates the
     Fisher-Rao MF_2.
 
     Args:

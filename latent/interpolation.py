@@ -6,7 +6,8 @@
   energy (:func:`latent.geodesic.continuous_geodesic`, squared L2 between consecutive decoded images). It bends
   around regions where the decoded image changes fast, so its frames change more evenly.
 
-Nothing here imports streamlit; the geodesic takes about a second on one CPU thread, so callers cache it.
+Nothing here imports streamlit; the geodesic takes tens of decoder evaluations or more (bench/bench_geometry.py
+times it), so callers cache it. The maths: docs/cartography.md section 5.
 """
 
 from __future__ import annotations

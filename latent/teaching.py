@@ -347,7 +347,7 @@ def aggregate_density(mu: ArrayLike, sigma: ArrayLike, grid: ArrayLike, chunk: i
     """The aggregate posterior of each dimension on a grid: ``q(z_j) = 1/N sum_i N(z_j; mu_ij, sigma_ij^2)``.
 
     This mixture of all the posteriors is what the KL term of the ELBO pushes towards the prior N(0, 1).
-    The N * d * G Gaussian terms are evaluated in float32 (2-3x faster; the catalog is float32 anyway) and
+    The N * d * G Gaussian terms are evaluated in float32 (faster, and the catalog is float32 anyway) and
     summed in float64, which keeps the relative error near 1e-7.
 
     Args:

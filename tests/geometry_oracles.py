@@ -1,4 +1,4 @@
-"""Analytic decoders with known geometry (GEOMETRY.md section 6), shared by the geometry tests.
+"""Analytic decoders with known geometry (docs/geometry.md section 8), shared by the geometry tests.
 
 Each is embedded in R^784 by a random orthonormal Q, so the tests exercise the same output size as the VAE.
 All work in float64.

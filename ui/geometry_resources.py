@@ -41,7 +41,7 @@ from ui.resources import Resources
 
 #: Session-state key: the set of expensive results this session asked for (keys as tuples).
 REQUESTED = "carto_requested"
-#: Neighbours per node in the catalog graph (GEOMETRY.md section 3).
+#: Neighbours per node in the catalog graph (k in docs/cartography.md section 3.1).
 GRAPH_K = 10
 #: Garments per side of the slice mosaic.
 TILES = 8
@@ -159,8 +159,8 @@ def request_geodesic(res: Resources, za: tuple[float, ...], zb: tuple[float, ...
 
 
 def geodesic(res: Resources, za: tuple[float, ...], zb: tuple[float, ...], measure: str) -> GeodesicResult | None:
-    """The continuous geodesic (K = 32, L-BFGS) from z_a to z_b if this session asked for it (about 1 s the
-    first time), else None."""
+    """The continuous geodesic (K = 32, L-BFGS) from z_a to z_b if this session asked for it (computed the
+    first time, then cached), else None."""
     if not was_requested(_geodesic_request(res, za, zb, measure)):
         return None
     return _geodesic(res.checkpoint_sha256, tuple(za), tuple(zb), measure, CURVE_POINTS, res.model)

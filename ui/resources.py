@@ -62,7 +62,7 @@ def configure_runtime() -> int:
     """Set torch's process-wide thread count once per server process.
 
     One thread: every interaction is a tiny batch, for which extra threads only add contention
-    between concurrent sessions (GEOMETRY.md measured 50-200x slow-downs under contention).
+    between concurrent sessions (docs/geometry.md section 4, "Threads").
     """
     import torch
 
