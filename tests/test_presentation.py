@@ -60,7 +60,13 @@ def test_explore_shows_a_larger_garment_when_presenting(expected, monkeypatch):
     at = new_app("pages/explore.py", z=z, present="1").run()
     (_, url), = captions_with(at, "Decoded garment")
     zq = np.array([float(v) for v in param(at, "z").split(",")], np.float32)
-    np.testing.assert_array_equal(media.pixels(url), upscale(to_uint8(decode_images(expected.model, zq)), 16))
+    # The page decodes with the numpy decoder, the reference with torch: their float32 means agree to
+    # about 2e-5 (tests/test_numpy_decoder.py), so a grey level that sits at a rounding boundary of
+    # x * 255 may round to its neighbour; no pixel can be off by more than one level.
+    shown = media.pixels(url).astype(np.int16)
+    reference = upscale(to_uint8(decode_images(expected.model, zq)), 16).astype(np.int16)
+    assert shown.shape == reference.shape
+    assert np.abs(shown - reference).max() <= 1
     assert media.pixels(url).shape == (448, 448)
     normal = new_app("pages/explore.py", z=z).run()
     (_, url), = captions_with(normal, "Decoded garment")
