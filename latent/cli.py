@@ -103,8 +103,8 @@ def cmd_encode(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_map(args: argparse.Namespace, settings: Settings) -> int:
     from .catalog import load_or_build_catalog
-    from .model import load_checkpoint
     from .io import write_json_atomic
+    from .model import load_checkpoint
     from .projection import MapProjector, measure_placement_agreement, save_map
 
     data = _load_data(settings)
