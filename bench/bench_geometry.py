@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n")
+        from latent.io import write_text_atomic
+
+        write_text_atomic(args.out, table + "\n")
     return 0
 
 

@@ -65,5 +65,6 @@ def test_a_download_that_fails_its_md5_is_refused_and_not_saved(empty_data, monk
 def test_a_mirror_that_is_not_http_is_rejected(empty_data, monkeypatch):
     monkeypatch.setenv("LATENT_DATA_URL", "file:///etc/")
     at = new_app().run()
+    assert not at.exception
     (error,) = at.error
     assert "not an http or https address" in error.value
