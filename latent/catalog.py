@@ -2,7 +2,7 @@
 
 All 70,000 items (canonical order, train then test; see :mod:`latent.data`) are encoded once and
 cached on disk as an uncompressed ``.npz``, keyed by the SHA-256 of the checkpoint file and the
-fingerprint of the canonical data. Writes are atomic (a temporary file renamed into place); a
+fingerprint of the canonical data. Writes are atomic (:func:`latent.io.atomic_writer`); a
 cache file that is unreadable, stale (another key) or malformed is rebuilt, never trusted.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -21,7 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import paths
+from .config import Settings
 from .data import FashionMNIST
+from .io import atomic_writer
 
 if TYPE_CHECKING:  # torch loads only to encode: reading a cached catalog needs numpy alone
     from .model import VAE
@@ -115,7 +116,7 @@ def _cache_path(cache_dir: Path, key: str) -> Path:
 
 def cache_file_for(key: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the catalog for ``key`` is cached (it may not exist yet)."""
-    return _cache_path(Path(cache_dir) if cache_dir is not None else paths.cache_dir(), key)
+    return _cache_path(Path(cache_dir) if cache_dir is not None else Settings.from_env().cache_dir, key)
 
 
 def _read_cache(path: Path, key: str, n: int, d: int) -> dict[str, np.ndarray] | None:
@@ -140,15 +141,8 @@ def _read_cache(path: Path, key: str, n: int, d: int) -> dict[str, np.ndarray] |
 
 
 def _write_cache(path: Path, key: str, mu: np.ndarray, sigma: np.ndarray, encode_seconds: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, key=np.array(key), mu=mu, sigma=sigma, encode_seconds=np.array(encode_seconds))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_writer(path) as fh:
+        np.savez(fh, key=np.array(key), mu=mu, sigma=sigma, encode_seconds=np.array(encode_seconds))
 
 
 #: The catalog shipped with the repository for the shipped model (read-only; used when its key matches).
@@ -214,13 +208,13 @@ def load_or_build_catalog(
         model: the VAE loaded from ``checkpoint_path``.
         checkpoint_path: its file; its SHA-256 is part of the cache key.
         data: the dataset in canonical order; its fingerprint is part of the key.
-        cache_dir: where the cache lives (default :func:`latent.paths.cache_dir`).
+        cache_dir: where the cache lives (default ``Settings.cache_dir``, i.e. ``$LATENT_CACHE_DIR``).
         rebuild: encode again even when a valid cache exists.
         progress: True for a tqdm bar, or a ``progress(done, total)`` callback.
         shipped: a read-only catalog file tried first (None to skip).
     """
     key = catalog_key(file_sha256(checkpoint_path), data.fingerprint)
-    folder = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
+    folder = Path(cache_dir) if cache_dir is not None else Settings.from_env().cache_dir
     path = _cache_path(folder, key)
     n, d = len(data), model.config.latent_dim
     found = None if rebuild else find_cached(key, n, d, folder, shipped)

@@ -1,6 +1,8 @@
 """Command line: ``python -m latent {download,train,encode,map,evaluate}``.
 
-Every command takes ``--data-dir`` (else ``$LATENT_DATA_DIR``, else the per-user cache folder).
+Every command takes ``--data-dir`` and ``--data-url``; ``--checkpoint`` (``--out`` for ``train``)
+defaults to ``$LATENT_CHECKPOINT``. A flag overrides the environment, which overrides the default
+(:class:`latent.config.Settings`).
 """
 
 from __future__ import annotations
@@ -8,9 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from . import paths
+from .config import ConfigError, Settings, parse_path, parse_url
 
 
 def _tqdm_progress():
@@ -30,28 +35,47 @@ def _tqdm_progress():
     return progress
 
 
-def _load_data(args: argparse.Namespace):
+def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    """The environment's settings with the command's flags put over them.
+
+    Raises:
+        ConfigError: a variable or a flag holds a value that is not allowed.
+    """
+    settings = Settings.from_env(environ)
+    overrides: dict[str, object] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = parse_path(args.data_dir, "--data-dir")
+    if args.data_url is not None:
+        overrides["data_url"] = parse_url(args.data_url, "--data-url")
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None:
+        overrides["checkpoint"] = parse_path(checkpoint, "--checkpoint" if args.command != "train" else "--out")
+    return replace(settings, **overrides)  # type: ignore[arg-type]
+
+
+def _load_data(settings: Settings):
     from .data import load_fashion_mnist
 
-    return load_fashion_mnist(args.data_dir, download=True, progress=_tqdm_progress())
+    return load_fashion_mnist(settings.data_dir, download=True, base_url=settings.data_url,
+                              progress=_tqdm_progress())
 
 
-def cmd_download(args: argparse.Namespace) -> int:
-    data = _load_data(args)
+def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
+    data = _load_data(settings)
     print(f"Fashion-MNIST ready in {data.source}: {len(data)} items, fingerprint {data.fingerprint[:16]}")
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from .model import VAEConfig
     from .train import TrainConfig, train
 
-    data = _load_data(args)
+    data = _load_data(settings)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          n_train=args.n_train, device=args.device)
     model_config = VAEConfig(latent_dim=args.latent_dim)
-    out = Path(args.out)
-    history = out.with_name(out.stem + "-history.json") if args.history is None else Path(args.history)
+    out = settings.checkpoint
+    history = paths.history_path(out) if args.history is None else Path(args.history)
     print(f"Training {config.epochs} epochs on {min(config.n_train or len(data.train_labels), len(data.train_labels))} "
           f"images -> {out} (history: {history})")
     train(data.train_images, data.test_images, model_config, config, checkpoint_path=out, history_path=history)
@@ -59,14 +83,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_encode(args: argparse.Namespace) -> int:
+def cmd_encode(args: argparse.Namespace, settings: Settings) -> int:
     from .catalog import load_or_build_catalog
     from .model import load_checkpoint
 
-    data = _load_data(args)
-    model, _ = load_checkpoint(args.checkpoint)
+    data = _load_data(settings)
+    model, _ = load_checkpoint(settings.checkpoint)
     started = time.perf_counter()
-    catalog = load_or_build_catalog(model, args.checkpoint, data, rebuild=args.rebuild, progress=True)
+    catalog = load_or_build_catalog(model, settings.checkpoint, data, cache_dir=settings.cache_dir,
+                                    rebuild=args.rebuild, progress=True)
     print(f"Catalog: {len(catalog)} items, d={catalog.mu.shape[1]}, {catalog.path} "
           f"({'built' if catalog.built else 'loaded from cache'} in {time.perf_counter() - started:.2f} s)")
     if args.ship:
@@ -76,15 +101,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_map(args: argparse.Namespace) -> int:
+def cmd_map(args: argparse.Namespace, settings: Settings) -> int:
     from .catalog import load_or_build_catalog
+    from .io import write_json_atomic
     from .model import load_checkpoint
     from .projection import MapProjector, measure_placement_agreement, save_map
-    from .train import write_json_atomic
 
-    data = _load_data(args)
-    model, _ = load_checkpoint(args.checkpoint)
-    catalog = load_or_build_catalog(model, args.checkpoint, data, progress=True)
+    data = _load_data(settings)
+    model, _ = load_checkpoint(settings.checkpoint)
+    catalog = load_or_build_catalog(model, settings.checkpoint, data, cache_dir=settings.cache_dir, progress=True)
 
     def progress(stage: str, done: int, total: int | None) -> None:
         print(f"  {stage}", flush=True)
@@ -106,18 +131,19 @@ def cmd_map(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from .evaluate import evaluate_model, save_sample_sheet, write_model_card
 
-    data = _load_data(args)
-    report = evaluate_model(args.checkpoint, data, progress=True)
+    data = _load_data(settings)
+    report = evaluate_model(settings.checkpoint, data, progress=True)
     for key, value in report.items():
         print(f"{key}: {value}")
     if args.card:
-        from .train import write_json_atomic
+        from .io import write_json_atomic
 
-        sheet = save_sample_sheet(args.checkpoint, data, Path(args.card).with_name("samples.png"))
-        write_model_card(report, args.card, args.history, sample_sheet=sheet.name)
+        history = paths.history_path(settings.checkpoint) if args.history is None else Path(args.history)
+        sheet = save_sample_sheet(settings.checkpoint, data, Path(args.card).with_name("samples.png"))
+        write_model_card(report, args.card, history, sample_sheet=sheet.name)
         write_json_atomic(Path(args.card).with_name("evaluation.json"), report)
         print(f"Wrote {args.card}")
     return 0
@@ -131,8 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--data-dir", default=None, help="Fashion-MNIST folder (default: $LATENT_DATA_DIR, "
                        "else the per-user cache folder; files missing there are downloaded)")
+        p.add_argument("--data-url", default=None, help="http(s) mirror to download missing files from "
+                       "(default: $LATENT_DATA_URL, else Zalando Research's mirror)")
         return p
 
+    checkpoint_help = "the VAE checkpoint (default: $LATENT_CHECKPOINT, else models/vae.pt)"
     add("download", "download and verify Fashion-MNIST").set_defaults(func=cmd_download)
 
     p = add("train", "train the VAE with a fixed seed")
@@ -143,26 +172,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", type=int, default=10)
     p.add_argument("--n-train", type=int, default=None, help="train on the first N canonical items only")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
-    p.add_argument("--out", default=str(paths.DEFAULT_CHECKPOINT), help="checkpoint path")
+    p.add_argument("--out", dest="checkpoint", default=None,
+                   help="checkpoint path (default: $LATENT_CHECKPOINT, else models/vae.pt)")
     p.add_argument("--history", default=None, help="JSON history path (default: beside the checkpoint)")
     p.set_defaults(func=cmd_train)
 
     p = add("encode", "encode all 70,000 items into the cached catalog")
-    p.add_argument("--checkpoint", default=str(paths.DEFAULT_CHECKPOINT))
+    p.add_argument("--checkpoint", default=None, help=checkpoint_help)
     p.add_argument("--rebuild", action="store_true", help="ignore the cache and encode again")
     p.add_argument("--ship", action="store_true", help="also write models/catalog.npz (for the shipped model)")
     p.set_defaults(func=cmd_encode)
 
     p = add("map", "fit the Atlas's UMAP map of all catalog means (ships as models/umap.npz)")
-    p.add_argument("--checkpoint", default=str(paths.DEFAULT_CHECKPOINT))
+    p.add_argument("--checkpoint", default=None, help=checkpoint_help)
     p.add_argument("--out", default=str(paths.MODELS_DIR / "umap.npz"))
     p.add_argument("--agreement", default=None, help="also measure kNN placement against umap's transform "
                    "on held-out test means; write the JSON report here")
     p.set_defaults(func=cmd_map)
 
     p = add("evaluate", "measure the model card's figures")
-    p.add_argument("--checkpoint", default=str(paths.DEFAULT_CHECKPOINT))
-    p.add_argument("--history", default=str(paths.DEFAULT_HISTORY))
+    p.add_argument("--checkpoint", default=None, help=checkpoint_help)
+    p.add_argument("--history", default=None, help="the checkpoint's training history (default: beside it)")
     p.add_argument("--card", default=None, help="write the model card (Markdown) to this path")
     p.set_defaults(func=cmd_evaluate)
     return parser
@@ -174,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     from .model import CheckpointError
 
     try:
-        return args.func(args)
-    except (DataError, CheckpointError) as exc:
+        return args.func(args, resolve_settings(args))
+    except (ConfigError, DataError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,9 +9,10 @@ used everywhere in the product is ``0..59999`` for the training split in that or
 
 The data folder is resolved in this order: an explicit argument (or the CLI's ``--data-dir``),
 the environment variable ``LATENT_DATA_DIR``, then a per-user cache folder
-(``$XDG_CACHE_HOME/latent-explorer/fashion-mnist``, by default ``~/.cache/...``). Files missing
-there are downloaded from Zalando Research's mirror, verified against the official MD5s, and
-written atomically (a temporary file renamed into place).
+(``$XDG_CACHE_HOME/latent-explorer/fashion-mnist``, by default ``~/.cache/...``); see
+:class:`latent.config.Settings`. Files missing there are downloaded from ``LATENT_DATA_URL`` (by
+default Zalando Research's mirror), verified against the official MD5s, and written atomically
+(:func:`latent.io.atomic_writer`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import hashlib
 import http.client
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .config import Settings
+from .io import atomic_writer
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
@@ -48,8 +51,6 @@ IMAGE_SIDE = 28
 N_TRAIN = 60_000
 N_TEST = 10_000
 
-#: Zalando Research's public mirror of the official files.
-OFFICIAL_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 #: Where a user can fetch the files by hand.
 PROJECT_PAGE = "https://github.com/zalandoresearch/fashion-mnist"
 
@@ -121,20 +122,12 @@ class FashionMNIST:
 # --------------------------------------------------------------------------- folders
 
 
-def default_data_dir() -> Path:
-    """The per-user cache folder: ``$XDG_CACHE_HOME/latent-explorer/fashion-mnist``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "latent-explorer" / "fashion-mnist"
-
-
 def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The data folder: ``explicit`` if given, else ``$LATENT_DATA_DIR``, else the user cache."""
+    """The data folder: ``explicit`` if given, else :attr:`Settings.data_dir <latent.config.Settings>`
+    (``$LATENT_DATA_DIR``, else the user cache)."""
     if explicit:
         return Path(explicit).expanduser()
-    env = os.environ.get("LATENT_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    return default_data_dir()
+    return Settings.from_env().data_dir
 
 
 def missing_files(data_dir: Path) -> list[str]:
@@ -218,7 +211,7 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
     array = np.ascontiguousarray(array, dtype=np.uint8)
     magic = IDX_IMAGES_MAGIC if array.ndim == 3 else IDX_LABELS_MAGIC
     header = struct.pack(f">i{array.ndim}i", magic, *array.shape)
-    with gzip.open(path, "wb", compresslevel=1) as fh:
+    with atomic_writer(path) as out, gzip.GzipFile(Path(path).name, "wb", compresslevel=1, fileobj=out) as fh:
         fh.write(header + array.tobytes())
 
 
@@ -269,13 +262,10 @@ def download_file(
     partial or corrupt file is ever left at ``destination``.
     """
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    tmp = Path(tmp_name)
     digest = hashlib.md5()
     done = 0
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_writer(destination) as out:  # renamed into place only if the block completes
             try:
                 response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (fixed https/http mirror)
             except urllib.error.HTTPError as exc:
@@ -294,15 +284,14 @@ def download_file(
                     done += len(chunk)
                     if progress:
                         progress(destination.name, done, total)
-        if total is not None and done != total:
-            raise DataError(f"Downloading {url} was cut off: got {done} of {total} bytes. Run again to retry.")
-        got = digest.hexdigest()
-        if md5 is not None and got != md5:
-            raise DataError(
-                f"Downloading {url} gave a file with MD5 {got}, expected {md5}: the download is corrupt "
-                "or the mirror has changed. Nothing was saved; run again to retry."
-            )
-        os.replace(tmp, destination)
+            if total is not None and done != total:
+                raise DataError(f"Downloading {url} was cut off: got {done} of {total} bytes. Run again to retry.")
+            got = digest.hexdigest()
+            if md5 is not None and got != md5:
+                raise DataError(
+                    f"Downloading {url} gave a file with MD5 {got}, expected {md5}: the download is corrupt "
+                    "or the mirror has changed. Nothing was saved; run again to retry."
+                )
         return destination
     except http.client.HTTPException as exc:
         raise DataError(f"Downloading {url} was cut off ({exc!r}). Nothing was saved; run again to retry.") from None
@@ -313,21 +302,21 @@ def download_file(
             f".gz files ({', '.join(FILES.values())}) from {PROJECT_PAGE} into {destination.parent} by "
             "hand, or point LATENT_DATA_DIR (or --data-dir) at a folder that holds them."
         ) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def download_fashion_mnist(
     data_dir: str | os.PathLike[str],
-    base_url: str = OFFICIAL_MIRROR,
+    base_url: str | None = None,
     progress: ProgressFn | None = None,
     checksums: dict[str, str] | None = None,
 ) -> list[Path]:
     """Download the files missing from ``data_dir`` from ``base_url``; returns the paths fetched.
 
-    Each file is verified against ``checksums[name]`` (MD5 hex; default :data:`OFFICIAL_MD5`).
+    ``base_url`` defaults to :attr:`Settings.data_url <latent.config.Settings>` (``$LATENT_DATA_URL``,
+    else :data:`latent.config.OFFICIAL_MIRROR`). Each file is verified against ``checksums[name]`` (MD5
+    hex; default :data:`OFFICIAL_MD5`).
     """
+    base_url = Settings.from_env().data_url if base_url is None else base_url
     checksums = OFFICIAL_MD5 if checksums is None else checksums
     data_dir = Path(data_dir)
     fetched = []
@@ -372,22 +361,15 @@ def _read_array_cache(path: Path, digest: str, folder: Path) -> FashionMNIST | N
 
 
 def _write_array_cache(path: Path, digest: str, data: FashionMNIST) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, digest=np.array(digest), images=data.images, labels=data.labels, is_test=data.is_test,
-                     fingerprint=np.array(data.fingerprint))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_writer(path) as fh:
+        np.savez(fh, digest=np.array(digest), images=data.images, labels=data.labels, is_test=data.is_test,
+                 fingerprint=np.array(data.fingerprint))
 
 
 def load_fashion_mnist(
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
-    base_url: str = OFFICIAL_MIRROR,
+    base_url: str | None = None,
     progress: ProgressFn | None = None,
     expected_counts: tuple[int, int] | None = (N_TRAIN, N_TEST),
     checksums: dict[str, str] | None = None,
@@ -398,7 +380,7 @@ def load_fashion_mnist(
     Args:
         data_dir: the folder; None resolves it as described in the module docstring.
         download: fetch missing files from ``base_url``; if False, missing files raise DataError.
-        base_url: the mirror to download from.
+        base_url: the mirror to download from (default ``$LATENT_DATA_URL``, else the official mirror).
         progress: called as ``progress(label, done, total)`` during downloads.
         expected_counts: (train, test) item counts every file must hold; None accepts any (tests).
         checksums: MD5 hex per file name for downloads (default: the official MD5s). Files already

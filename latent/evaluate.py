@@ -17,6 +17,7 @@ import torch
 
 from .catalog import encode_images, file_sha256
 from .data import CLASS_NAMES, FashionMNIST
+from .io import atomic_writer, write_text_atomic
 from .model import VAE, count_macs, count_parameters, elbo_terms, load_checkpoint
 from .train import machine_description, to_tensor
 
@@ -138,8 +139,8 @@ def save_sample_sheet(checkpoint: str | os.PathLike[str], data: FashionMNIST, pa
     image = Image.fromarray((sheet * 255).round().astype(np.uint8), mode="L")
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    with atomic_writer(path) as fh:
+        image.save(fh, format="PNG")
     return path
 
 
@@ -249,6 +250,4 @@ def write_model_card(report: dict[str, Any], path: str | os.PathLike[str],
         f"Checkpoint SHA-256: `{r['checkpoint_sha256']}`.",
         "",
     ]
-    path = Path(path)
-    path.write_text("\n".join(lines))
-    return path
+    return write_text_atomic(path, "\n".join(lines))

@@ -42,6 +42,7 @@ from .geometry import (
     curve_length,
     get_measure,
 )
+from .io import atomic_writer
 
 # Dijkstra treats stored zeros as edges, but sparse arithmetic may drop them; keep weights strictly positive.
 _MIN_WEIGHT = 1e-12
@@ -439,15 +440,10 @@ class LatentGraph:
         """Write the fitted graph to an ``.npz`` file atomically, tagged with ``key`` (see :meth:`cache_key`)."""
         self._require_fitted()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-        try:
-            np.savez(tmp, key=np.array(str(key)), params=np.array(json.dumps(self.params())), means=self.means_,
+        with atomic_writer(path) as fh:
+            np.savez(fh, key=np.array(str(key)), params=np.array(json.dumps(self.params())), means=self.means_,
                      edges=self.edges_.astype(np.int64), weights=self.weights_,
                      stats=np.array([self.threshold_, self.n_pruned_, self.n_bridges_], dtype=np.float64))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

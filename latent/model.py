@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .io import atomic_writer
+
 CHECKPOINT_FORMAT = "latent-explorer-vae"
 FORMAT_VERSION = 1
 
@@ -164,7 +166,6 @@ def count_macs(module: nn.Module, example: torch.Tensor) -> int:
 def save_checkpoint(model: VAE, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> Path:
     """Write the model, its config and plain-value ``meta`` atomically to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -172,12 +173,8 @@ def save_checkpoint(model: VAE, path: str | os.PathLike[str], meta: dict[str, An
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(path) as fh:
+        torch.save(payload, fh)
     return path
 
 

@@ -19,7 +19,6 @@ SHA-256 and read back with ``allow_pickle=False``; the results agree with torch 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from .io import atomic_writer
 
 if TYPE_CHECKING:
     from .model import VAE
@@ -119,16 +120,9 @@ class NumpyDecoder:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the weights atomically to ``path`` (an uncompressed ``.npz``)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, format_version=np.array(FORMAT_VERSION),
-                         checkpoint_sha256=np.array(self.checkpoint_sha256), **self.weights)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_writer(path) as fh:
+            np.savez(fh, format_version=np.array(FORMAT_VERSION),
+                     checkpoint_sha256=np.array(self.checkpoint_sha256), **self.weights)
         return path
 
     @classmethod

@@ -1,8 +1,10 @@
-"""Where the project's files live: the repository's shipped artefacts and the per-user cache."""
+"""Where the repository's shipped artefacts live, and paths derived from a checkpoint's.
+
+The folders that the environment can change (data, cache, checkpoint) are in :mod:`latent.config`.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 #: The repository root (the folder that holds ``latent/``).
@@ -11,14 +13,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
 #: The shipped checkpoint.
 DEFAULT_CHECKPOINT = MODELS_DIR / "vae.pt"
+
+
+def history_path(checkpoint: str | Path) -> Path:
+    """The training history beside a checkpoint: ``models/vae.pt`` -> ``models/vae-history.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + "-history.json")
+
+
 #: The shipped training history.
-DEFAULT_HISTORY = MODELS_DIR / "vae-history.json"
-
-
-def cache_dir() -> Path:
-    """Per-user cache for derived artefacts: ``$LATENT_CACHE_DIR``, else ``$XDG_CACHE_HOME/latent-explorer``."""
-    env = os.environ.get("LATENT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "latent-explorer"
+DEFAULT_HISTORY = history_path(DEFAULT_CHECKPOINT)

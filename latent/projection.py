@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .io import atomic_writer, write_text_atomic
 
 #: ``progress(label, done, total)``, as in :mod:`latent.data`; here ``done``/``total`` count stages.
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -454,8 +455,8 @@ def _str_array(text: str) -> np.ndarray:
 
 
 def save_map(projector: MapProjector, path: str | os.PathLike[str], key: str) -> Path:
-    """Write a fitted map to ``path`` (.npz) atomically: a temporary file in the same folder, then
-    ``os.replace``, so readers never see a partial file.
+    """Write a fitted map to ``path`` (.npz) atomically (:func:`latent.io.atomic_writer`), so readers
+    never see a partial file.
 
     The file holds ``embedding`` (N, 2) float32, ``key`` (the caller's content key, e.g. hashes of the
     checkpoint and the data), ``params`` (JSON of :data:`EMBEDDING_PARAMS`), ``n_features`` (d),
@@ -466,26 +467,17 @@ def save_map(projector: MapProjector, path: str | os.PathLike[str], key: str) ->
     if not isinstance(key, str) or not key:
         raise ValueError(f"key must be a non-empty string (e.g. hashes of the checkpoint and data); got {key!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez(
-                out,
-                format=_str_array(MAP_FORMAT),
-                version=np.int64(MAP_FORMAT_VERSION),
-                key=_str_array(key),
-                params=_str_array(json.dumps(projector.embedding_params(), sort_keys=True)),
-                n_features=np.int64(projector.n_features_in_),
-                umap_version=_str_array(projector.umap_version_),
-                embedding=np.asarray(projector.embedding_, dtype=np.float32),
-            )
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(path) as out:
+        np.savez(
+            out,
+            format=_str_array(MAP_FORMAT),
+            version=np.int64(MAP_FORMAT_VERSION),
+            key=_str_array(key),
+            params=_str_array(json.dumps(projector.embedding_params(), sort_keys=True)),
+            n_features=np.int64(projector.n_features_in_),
+            umap_version=_str_array(projector.umap_version_),
+            embedding=np.asarray(projector.embedding_, dtype=np.float32),
+        )
     return path
 
 
@@ -580,7 +572,7 @@ def load_or_fit(
     fresh fit saved to ``path``. Never raises on bad files; an unwritable ``path`` is reported, not raised.
 
     Typical use: ``also_try=[paths.MODELS_DIR / "umap.npz"]`` (the shipped map, read-only) and
-    ``path = paths.cache_dir() / "umap.npz"``.
+    ``path = Settings.from_env().cache_dir / "umap.npz"``.
 
     Args:
         mu: (N, d) catalog means.
@@ -800,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        write_text_atomic(args.json, text + "\n")
     return 0
 
 

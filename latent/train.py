@@ -7,19 +7,18 @@ train and test values of -ELBO, reconstruction and KL, in nats per image.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .io import write_json_atomic
 from .model import VAE, VAEConfig, elbo_terms, save_checkpoint
 
 
@@ -178,13 +177,3 @@ def train(
             bar.close()
     model.eval()
     return model, history
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON via a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path

@@ -8,7 +8,6 @@ hash of its content), so a test can decode the exact PNG that was shown.
 from __future__ import annotations
 
 import io
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from latent import paths
 from latent.catalog import Catalog, load_or_build_catalog
+from latent.config import Settings
 from latent.data import FashionMNIST
 from latent.model import VAE, load_checkpoint
 from latent.search import SearchIndex
@@ -30,7 +30,7 @@ TIMEOUT = 600  # the first run of a session may encode the catalog (tens of seco
 
 
 def checkpoint() -> Path:
-    return Path(os.environ.get("LATENT_CHECKPOINT") or paths.DEFAULT_CHECKPOINT)
+    return Settings.from_env().checkpoint
 
 
 @dataclass

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,50 +11,13 @@ import numpy as np
 import pytest
 
 from latent.data import FILES, DataError, download_file, load_fashion_mnist
-from tests.conftest import write_dataset
-
-
-class MirrorHandler(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.files[name]``; ``server.mode[name]`` may be 'truncate' (promise more bytes)."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        name = self.path.rsplit("/", 1)[-1]
-        self.server.requests.append(name)
-        body = self.server.files.get(name)
-        if body is None:
-            self.send_error(404, "Not Found")
-            return
-        mode = self.server.mode.get(name)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if mode == "truncate":
-            self.wfile.write(body[: len(body) // 2])  # then close: the client gets fewer bytes than promised
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
+from tests.http_mirror import tiny_mirror
 
 
 @pytest.fixture
 def mirror(tmp_path) -> Iterator[tuple[str, http.server.HTTPServer, dict[str, str]]]:
-    """A real HTTP server on 127.0.0.1 serving a tiny, well-formed Fashion-MNIST set."""
-    source = tmp_path / "mirror"
-    write_dataset(source, n_train=30, n_test=10)
-    files = {name: (source / name).read_bytes() for name in FILES.values()}
-    md5s = {name: hashlib.md5(body).hexdigest() for name, body in files.items()}
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), MirrorHandler)
-    server.files, server.mode, server.requests = dict(files), {}, []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/data/", server, md5s
-    finally:
-        server.shutdown()
-        server.server_close()
+    with tiny_mirror(tmp_path) as served:
+        yield served
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -101,8 +62,7 @@ def test_corrupt_download_is_rejected_and_nothing_stays_behind(mirror, tmp_path)
         load_fashion_mnist(target, base_url=url, checksums=md5s, expected_counts=None)
     message = str(info.value)
     assert name in message and md5s[name] in message and "MD5" in message
-    assert name not in leftovers(target)
-    assert not [n for n in leftovers(target) if n.endswith(".part")]
+    assert leftovers(target) == []  # neither the file nor a temporary file (it was the first one fetched)
 
 
 def test_truncated_download_is_rejected_and_nothing_stays_behind(mirror, tmp_path):
@@ -113,8 +73,7 @@ def test_truncated_download_is_rejected_and_nothing_stays_behind(mirror, tmp_pat
     with pytest.raises(DataError, match="cut off") as info:
         load_fashion_mnist(target, base_url=url, checksums=md5s, expected_counts=None)
     assert name in str(info.value)
-    assert name not in leftovers(target)
-    assert not [n for n in leftovers(target) if n.endswith(".part")]
+    assert leftovers(target) == [FILES["train-images"]]  # fetched before it; no temporary file stays behind
 
 
 def test_official_md5s_apply_to_downloads(mirror, tmp_path):

@@ -320,6 +320,7 @@ def test_graph_save_load_roundtrip(tmp_path, sphere_graph):
     h = LatentGraph.load(path, key)
     assert h is not None and h.params() == g.params()
     q = np.array([2.0, 1.0])
+    # the loaded graph holds the saved float64 weights bit for bit, and both queries run the same code
     np.testing.assert_array_equal(h.query(dec, q).distances, g.query(dec, q).distances)
     assert LatentGraph.load(path, "other-key") is None
     assert LatentGraph.load(tmp_path / "missing.npz", key) is None

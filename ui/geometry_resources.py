@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from latent import paths
 from latent.cartogram import Cartogram
 from latent.cartography import (
     CURVE_POINTS,
@@ -35,8 +34,10 @@ from latent.cartography import (
     slice_thumbnails,
 )
 from latent.catalog import kl_per_dimension
+from latent.config import Settings
 from latent.geodesic import GeodesicResult, LatentGraph, continuous_geodesic
 from latent.geometry import Decoder, LatentSlice, torch_threads, vae_decoder
+from latent.io import atomic_writer
 from ui.resources import Resources
 
 #: Session-state key: the set of expensive results this session asked for (keys as tuples).
@@ -180,7 +181,7 @@ def graph_key(res: Resources, measure: str) -> str:
 
 def graph_file(key: str) -> Path:
     """Where the graph for ``key`` is cached: ``graph-<hash of key>.npz`` in the cache folder."""
-    return paths.cache_dir() / f"graph-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    return Settings.from_env().cache_dir / f"graph-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
 
 
 @st.cache_resource(show_spinner="Loading the geodesic graph ...", max_entries=4)
@@ -261,7 +262,7 @@ def stretched_map(res: Resources, graph: LatentGraph, measure: str,
 
 def magnification_file(res: Resources) -> Path:
     """Where the log MF at every catalog mean is cached (keyed by the catalog key: model hash + data)."""
-    return paths.cache_dir() / f"mf-{res.catalog.key[:20]}.npz"
+    return Settings.from_env().cache_dir / f"mf-{res.catalog.key[:20]}.npz"
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -294,8 +295,6 @@ def catalog_magnification(res: Resources) -> np.ndarray | None:
 
 def build_catalog_magnification(res: Resources) -> np.ndarray:
     """Compute log MF at every catalog mean (10 JVPs each; minutes) with a progress bar, and cache it on disk."""
-    import os
-    import tempfile
     import time
 
     from latent.geometry import log_magnification_at
@@ -313,16 +312,8 @@ def build_catalog_magnification(res: Resources) -> np.ndarray:
 
         with torch_threads(1):
             values = log_magnification_at(get_decoder(res), res.catalog.mu, batch_size=500, progress=progress)
-        path = magnification_file(res)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, key=np.array(res.catalog.key), log_mf=np.asarray(values, dtype=np.float64))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_writer(magnification_file(res)) as fh:
+            np.savez(fh, key=np.array(res.catalog.key), log_mf=np.asarray(values, dtype=np.float64))
         status.update(label="Magnification at every mean computed and cached.", state="complete", expanded=False)
     _load_catalog_mf.clear()
     return np.asarray(values)

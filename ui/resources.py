@@ -10,17 +10,16 @@ sessions (threads) is safe.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from latent import paths
 from latent.catalog import Catalog, catalog_key, file_sha256, load_catalog, load_or_build_catalog
-from latent.data import DataError, FashionMNIST, load_fashion_mnist, missing_files, resolve_data_dir
+from latent.config import ConfigError, Settings
+from latent.data import DataError, FashionMNIST, load_fashion_mnist, missing_files
 from latent.numpy_decoder import NumpyDecoder
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ class Resources:
 
 def checkpoint_path() -> Path:
     """``$LATENT_CHECKPOINT`` or the shipped ``models/vae.pt`` (never taken from the URL)."""
-    return Path(os.environ.get("LATENT_CHECKPOINT") or paths.DEFAULT_CHECKPOINT)
+    return Settings.from_env().checkpoint
 
 
 @st.cache_resource(show_spinner=False)
@@ -66,8 +65,7 @@ def configure_runtime() -> int:
     """
     import torch
 
-    threads = int(os.environ.get("LATENT_TORCH_THREADS", "1"))
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(Settings.from_env().torch_threads)
     return torch.get_num_threads()
 
 
@@ -82,7 +80,7 @@ def _checkpoint_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 @st.cache_resource(show_spinner="Reading Fashion-MNIST ...")
 def _load_data(folder: str, stamp: tuple) -> FashionMNIST:
-    return load_fashion_mnist(folder, download=False, cache_dir=paths.cache_dir())
+    return load_fashion_mnist(folder, download=False, cache_dir=Settings.from_env().cache_dir)
 
 
 @st.cache_resource(show_spinner="Loading the model ...")
@@ -97,7 +95,7 @@ def _load_model(path: str, sha256: str) -> tuple[VAE, dict]:
 
 
 def _decoder_cache_file(sha256: str) -> Path:
-    return paths.cache_dir() / f"decoder-{sha256[:20]}.npz"
+    return Settings.from_env().cache_dir / f"decoder-{sha256[:20]}.npz"
 
 
 @st.cache_resource(show_spinner="Loading the decoder ...")
@@ -129,21 +127,7 @@ def _fail(title: str, exc: Exception) -> None:
     st.stop()
 
 
-def mirror_url() -> str:
-    """``$LATENT_DATA_URL`` (an http or https address) or Zalando Research's official mirror."""
-    from urllib.parse import urlparse
-
-    from latent.data import OFFICIAL_MIRROR
-
-    url = os.environ.get("LATENT_DATA_URL") or OFFICIAL_MIRROR
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise DataError(f"LATENT_DATA_URL={url!r} is not an http or https address; unset it to use the official "
-                        f"mirror {OFFICIAL_MIRROR}.")
-    return url
-
-
-def _download_with_progress(folder: Path) -> None:
+def _download_with_progress(folder: Path, url: str) -> None:
     from latent.data import download_fashion_mnist
 
     with st.status(f"First run: downloading Fashion-MNIST into `{folder}` ...", expanded=True) as status:
@@ -153,7 +137,7 @@ def _download_with_progress(folder: Path) -> None:
             if total:
                 bar.progress(min(done / total, 1.0), text=f"{label}: {done / 1e6:.1f} of {total / 1e6:.1f} MB")
 
-        download_fashion_mnist(folder, base_url=mirror_url(), progress=progress)
+        download_fashion_mnist(folder, base_url=url, progress=progress)
         status.update(label="Fashion-MNIST downloaded and verified.", state="complete", expanded=False)
 
 
@@ -169,14 +153,18 @@ def _encode_with_progress(model: VAE, ckpt: Path, data: FashionMNIST) -> None:
 
 def get_resources() -> Resources:
     """Load (or, on a first run, build with progress) everything; stops the page with a clear error."""
-    folder = resolve_data_dir()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        _fail("A setting is not valid.", exc)
+    folder = settings.data_dir
     try:
         if missing_files(folder):
-            _download_with_progress(folder)
+            _download_with_progress(folder, settings.data_url)
         data = _load_data(str(folder), _file_stamp(folder))
     except DataError as exc:
         _fail("The Fashion-MNIST data could not be loaded.", exc)
-    ckpt = checkpoint_path()
+    ckpt = settings.checkpoint
     stat = ckpt.stat() if ckpt.is_file() else None
     sha = _checkpoint_sha256(str(ckpt), stat.st_size, stat.st_mtime_ns) if stat else ""
     try:
@@ -237,7 +225,7 @@ SHIPPED_MAP = paths.MODELS_DIR / "umap.npz"
 
 
 def _map_cache_file(key: str) -> Path:
-    return paths.cache_dir() / f"umap-{key[:20]}.npz"
+    return Settings.from_env().cache_dir / f"umap-{key[:20]}.npz"
 
 
 @st.cache_resource(show_spinner="Loading the map ...")

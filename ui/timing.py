@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -15,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import streamlit as st
+
+from latent.config import ConfigError, Settings
 
 
 class _Record:
@@ -40,7 +41,11 @@ def measure(page: str) -> Iterator[None]:
         seconds = time.perf_counter() - started
         with record.lock:
             record.runs.append((page, seconds))
-        if os.environ.get("LATENT_LOG_TIMING") == "1":  # for bench/bench_app.py
+        try:
+            log = Settings.from_env().log_timing  # LATENT_LOG_TIMING=1, for bench/bench_app.py
+        except ConfigError:
+            log = False  # the page itself reports a bad setting (ui.resources.get_resources)
+        if log:
             print(f"latent-timing page={page!r} ms={1000 * seconds:.2f}", file=sys.stderr, flush=True)
 
 
