@@ -1,4 +1,4 @@
-"""Command line: ``python -m latent {download,train,encode,map,evaluate}``.
+"""Command line: ``python -m latent {download,warm-up,train,encode,map,evaluate}``.
 
 Every command takes ``--data-dir`` and ``--data-url``; ``--checkpoint`` (``--out`` for ``train``)
 defaults to ``$LATENT_CHECKPOINT``. A flag overrides the environment, which overrides the default
@@ -63,6 +63,13 @@ def _load_data(settings: Settings):
 def cmd_download(args: argparse.Namespace, settings: Settings) -> int:
     data = _load_data(settings)
     print(f"Fashion-MNIST ready in {data.source}: {len(data)} items, fingerprint {data.fingerprint[:16]}")
+    return 0
+
+
+def cmd_warm_up(args: argparse.Namespace, settings: Settings) -> int:
+    from .warmup import warm_up
+
+    warm_up(settings)
     return 0
 
 
@@ -163,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     checkpoint_help = "the VAE checkpoint (default: $LATENT_CHECKPOINT, else models/vae.pt)"
     add("download", "download and verify Fashion-MNIST").set_defaults(func=cmd_download)
+    add("warm-up", "compile the search kernels and fill the cache folder, so that no first visit waits"
+        ).set_defaults(func=cmd_warm_up)
 
     p = add("train", "train the VAE with a fixed seed")
     p.add_argument("--epochs", type=int, default=40)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -157,3 +158,25 @@ def _consistent(w: dict[str, np.ndarray]) -> bool:
         )
     except (KeyError, ValueError, ZeroDivisionError):
         return False
+
+
+def cache_file(cache_dir: str | os.PathLike[str], checkpoint_sha256: str) -> Path:
+    """Where the numpy decoder of a checkpoint is kept in the cache folder."""
+    return Path(cache_dir) / f"decoder-{checkpoint_sha256[:20]}.npz"
+
+
+def load_or_export(
+    cache_dir: str | os.PathLike[str], checkpoint_sha256: str, load_model: Callable[[], VAE]
+) -> NumpyDecoder:
+    """The numpy decoder of a checkpoint: from the cache folder, else exported from ``load_model()``
+    (which imports torch) and saved there once; a read-only cache folder only costs the export again."""
+    path = cache_file(cache_dir, checkpoint_sha256)
+    decoder = NumpyDecoder.load(path, checkpoint_sha256) if checkpoint_sha256 else None
+    if decoder is None:
+        decoder = NumpyDecoder.from_model(load_model(), checkpoint_sha256)
+        try:
+            decoder.save(path)
+        except OSError:
+            pass
+    return decoder
+

@@ -20,7 +20,7 @@ from latent import paths
 from latent.catalog import Catalog, catalog_key, file_sha256, load_catalog, load_or_build_catalog
 from latent.config import ConfigError, Settings
 from latent.data import DataError, FashionMNIST, load_fashion_mnist, missing_files
-from latent.numpy_decoder import NumpyDecoder
+from latent.numpy_decoder import NumpyDecoder, load_or_export
 
 if TYPE_CHECKING:
     from latent.model import VAE
@@ -94,23 +94,10 @@ def _load_model(path: str, sha256: str) -> tuple[VAE, dict]:
     return model, meta
 
 
-def _decoder_cache_file(sha256: str) -> Path:
-    return Settings.from_env().cache_dir / f"decoder-{sha256[:20]}.npz"
-
-
 @st.cache_resource(show_spinner="Loading the decoder ...")
 def _load_decoder(path: str, sha256: str) -> NumpyDecoder:
-    """The numpy decoder of the checkpoint: from the cache folder, else exported from the torch model once."""
-    cache_file = _decoder_cache_file(sha256)
-    decoder = NumpyDecoder.load(cache_file, sha256) if sha256 else None
-    if decoder is None:
-        model, _ = _load_model(path, sha256)  # raises CheckpointError for a missing or bad checkpoint
-        decoder = NumpyDecoder.from_model(model, sha256)
-        try:
-            decoder.save(cache_file)
-        except OSError:
-            pass  # a read-only cache folder: exported again next time
-    return decoder
+    """The numpy decoder of the checkpoint (raises CheckpointError for a missing or bad checkpoint)."""
+    return load_or_export(Settings.from_env().cache_dir, sha256, lambda: _load_model(path, sha256)[0])
 
 
 @st.cache_resource(show_spinner="Loading the catalog ...")
