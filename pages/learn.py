@@ -16,7 +16,8 @@ from latent.interpolation import straight_path
 from latent.model import decode_images
 from latent.render import png_bytes, strip
 from latent.scores import default_spread
-from ui import figures, learn_cache, presentation, state
+from ui import learn_cache, presentation, state
+from ui.figures import learn as figures
 from ui.page import start_page
 from ui.resources import active_dimensions
 
