@@ -89,7 +89,8 @@ if not presenting:  # the projector layout draws no controls; the link holds eve
             st.selectbox("Vertical: towards item", options, format_func=item_label, **ky,
                          help="The vertical axis is the part of this direction orthogonal to the first.")
         st.select_slider("Half-width", EXTENTS, format_func=extent_label, **cs.bind(cs.W_EXTENT, "extent", extent),
-                         help="The window around z: auto is ±3 for two dimensions, 1.25 x the farther item for two items.")
+                         help="The window around z: auto is ±3 for two dimensions, 1.25 x the farther item for two "
+                              "items.")
         st.radio("Grid", GRIDS, format_func=lambda g: f"{g} × {g}", horizontal=True,
                  help="Nodes per side of the magnification map. 64 × 64 is finer and about four times slower.",
                  **cs.bind(cs.W_GRID, "grid", str(grid)))
