@@ -1,6 +1,5 @@
 """Cartography: where the decoder stretches latent space, straight lines against geodesics, and cartograms."""
 
-import numpy as np
 import streamlit as st
 
 from latent.cartography import (
@@ -65,7 +64,7 @@ via = tuple(cs.extra("via") or candidates[:2])
 extent = cs.extra("extent") or "auto"
 grid = int(cs.extra("grid") or GRIDS[0])
 target = cs.extra("target")
-if target is None or np.array_equal(mu[target], z):
+if target is None or not other_items([target], mu, z):  # never the query's own item
     target = candidates[0] if candidates else None
 view = cs.extra("view") or "slice"
 weight = cs.extra("weight") or "stretch"
