@@ -8,7 +8,7 @@ figures are :mod:`ui.figures.cartography`. Nothing here computes: it only lays o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
@@ -38,6 +38,9 @@ from ui import geometry_resources as gr
 from ui.figures import cartography as figures
 from ui.resources import Resources, get_map, thumbnail_png
 
+if TYPE_CHECKING:
+    from latent.geodesic import LatentGraph
+
 MEASURE_LABELS = {"l2": "L2 between decoded images", "bernoulli_kl": "Bernoulli KL (Fisher-Rao)"}
 WEIGHT_LABELS = {"stretch": "its stretch on the geodesic graph", "mf": "the magnification factor at its mean"}
 VIEW_LABELS = {"slice": "the slice", "map": "the UMAP map of all items"}
@@ -58,7 +61,8 @@ class View:
             (8, 8, 28, 28) garments over the window.
         candidates: the nearest other items (slice directions and targets); target: the path's target item.
         straight, geo: the straight line to the target and the geodesic (None until asked for).
-        like_items, like_values: the query's top-k by likelihood.
+        like_items, like_values: the query's top-k by likelihood; in_window: those that are not the query's own
+            item (drawn on the slice, projected).
     """
 
     res: Resources
@@ -181,7 +185,7 @@ def _gallery(res: Resources, items: np.ndarray, captions: list[str]) -> None:
     st.image([thumbnail_png(res, i, 3) for i in items], caption=captions, width=84, output_format="PNG")
 
 
-def rankings_section(v: View):
+def rankings_section(v: View) -> LatentGraph | None:
     """Nearest by likelihood beside nearest along the manifold (the graph geodesic); returns the graph or None."""
     res, k = v.res, v.q.k
     st.subheader("Nearest by likelihood, nearest along the manifold")
@@ -219,7 +223,7 @@ def rankings_section(v: View):
     return graph
 
 
-def cartogram_section(v: View, view: str, weight: str, graph) -> None:
+def cartogram_section(v: View, view: str, weight: str, graph: LatentGraph | None) -> None:
     """The slice or the map of all items, stretched by the measure."""
     st.subheader("Cartogram: latent space stretched by the measure")
     if not v.presenting:
@@ -256,7 +260,7 @@ def _slice_cartogram(v: View, view_col, note_col) -> None:
                    "flattened without distortion.")
 
 
-def _map_cartogram(v: View, weight: str, graph, view_col, note_col) -> None:
+def _map_cartogram(v: View, weight: str, graph: LatentGraph | None, view_col, note_col) -> None:
     res = v.res
     projector = get_map(res)
     if not v.presenting:
