@@ -13,7 +13,8 @@ page shows can be tested without Streamlit:
 * its log magnification map, log MF_2, from the decoded grid (cheap estimate) or from two JVPs per cell
   (exact): :func:`magnification_map`; and an n x n mosaic of decoded garments over the same window:
   :func:`slice_thumbnails`, :func:`thumbnail_mosaic`;
-* straight-line and geodesic interpolation frames (:func:`curve_frames`);
+* the straight line to a target with its decoded length and chord (:func:`straight_path`), and
+  straight-line and geodesic interpolation frames (:func:`curve_frames`);
 * rankings by graph-geodesic distance next to the likelihood ranking (:func:`top_k`, :func:`ranks_of`);
 * cartograms of the slice (density MF_2) and of the UMAP map (density: the per-item stretch from the
   geodesic graph, :func:`graph_stretch`), with their deformed grid lines (:func:`grid_lines`).
@@ -33,12 +34,14 @@ from .geometry import (
     Decoder,
     LatentSlice,
     axis_slice,
+    curve_length,
     decode_grid,
     decode_means,
     exact_slice_log_magnification,
     get_measure,
     grid_magnification,
     make_slice,
+    segment_lengths,
     slice_through,
 )
 from .cartography_url import EXTENTS, GRIDS, MAP_WEIGHTS, MEASURE_NAMES, SPANS, VIEWS, url_fields  # noqa: F401
@@ -153,6 +156,12 @@ class MagnificationMap:
         """MF_2 = exp(log MF_2), 0 where the log is NaN: (n_t - 1, n_s - 1)."""
         return np.nan_to_num(np.exp(self.log_mf), nan=0.0)
 
+    def max_difference(self, other: MagnificationMap) -> float:
+        """max over the cells of |log MF_2 - other's log MF_2|, ignoring cells where either is NaN."""
+        if other.log_mf.shape != self.log_mf.shape:
+            raise ValueError(f"the maps have different cells: {self.log_mf.shape} and {other.log_mf.shape}")
+        return float(np.nanmax(np.abs(self.log_mf - other.log_mf)))
+
 
 def magnification_map(decoder: Decoder, sl: LatentSlice, measure: str = "l2", method: str = "grid") -> MagnificationMap:
     """log MF_2 over a slice's cells.
@@ -214,6 +223,43 @@ def thumbnail_mosaic(images: ArrayLike, gap: int = 1, background: float = 1.0) -
 
 
 # --------------------------------------------------------------------------- curves and rankings
+
+
+def other_items(items: ArrayLike, mu: ArrayLike, z: ArrayLike, n: int | None = None) -> list[int]:
+    """The ``items`` (in their order) whose mean ``mu[i]`` (N, d) is not the query ``z`` (d,) itself, at most ``n``.
+
+    A query set from an item's mean finds that item first; as a slice direction or a path's target it would
+    span nothing.
+    """
+    m, q = np.asarray(mu), np.asarray(z)
+    out = [int(i) for i in np.asarray(items).ravel() if not np.array_equal(m[int(i)], q)]
+    return out if n is None else out[:n]
+
+
+@dataclass(frozen=True)
+class StraightPath:
+    """The straight latent line between two points, and what its decoded garments measure.
+
+    Attributes:
+        curve: (K, d) float64, K equally spaced points from z_a to z_b.
+        length: L = sum_k D(f(c_k), f(c_{k+1})) under the measure (:func:`latent.geometry.curve_length`).
+        chord: D(f(z_a), f(z_b)), the direct decoded distance: for "l2" no path between the two can be shorter.
+    """
+
+    curve: np.ndarray
+    length: float
+    chord: float
+
+
+def straight_path(decoder: Decoder, za: ArrayLike, zb: ArrayLike, measure: str = "l2",
+                  n_points: int = CURVE_POINTS) -> StraightPath:
+    """The straight line z(t) = (1 - t) z_a + t z_b at ``n_points`` points, its decoded length and the chord."""
+    from .geodesic import straight_line
+
+    a, b = np.asarray(za, dtype=np.float64), np.asarray(zb, dtype=np.float64)
+    curve = straight_line(a, b, n_points)
+    chord = float(segment_lengths(decoder, np.stack([a, b]), measure)[0])
+    return StraightPath(curve, curve_length(decoder, curve, measure), chord)
 
 
 def frame_indices(n_points: int, n_frames: int) -> np.ndarray:
@@ -338,6 +384,20 @@ def block_areas(cart: Cartogram, sl: LatentSlice, n: int) -> tuple[np.ndarray, n
     from .cartogram import cell_areas
 
     return centres, cell_areas(corners)
+
+
+def garment_sizes(cart: Cartogram, sl: LatentSlice, n: int, fill: float = 0.92) -> tuple[np.ndarray, np.ndarray]:
+    """Where and how large to draw each garment of an n x n tiling on a slice cartogram: its carried tile centre
+    (n, n, 2) and the side (n, n) of a square of ``fill`` x the carried tile's area, fill * sqrt(area), so that
+    each garment is as large as its stretched tile allows (a tile folded to negative area gets side 0)."""
+    centres, areas = block_areas(cart, sl, n)
+    return centres, fill * np.sqrt(np.maximum(areas, 0.0))
+
+
+def area_range(cart: Cartogram) -> float:
+    """Largest over smallest target cell area of a cartogram: how much it enlarges against how much it shrinks."""
+    areas = cart.target_areas()
+    return float(areas.max() / areas.min())
 
 
 def extent_label(extent: str) -> str:

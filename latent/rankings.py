@@ -76,3 +76,13 @@ def agreement(index: SearchIndex, z: np.ndarray, score_names: Sequence[str], k: 
             t = stats.kendalltau(full[a][union], full[b][union]).statistic if len(union) > 1 else 1.0
             tau.loc[a, b] = tau.loc[b, a] = float(t) if np.isfinite(t) else 0.0
     return overlap, tau
+
+
+def nearest_with(distances: np.ndarray, n: int, keep: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """The ``n`` items with the smallest ``distances`` (N,) (ties by item number) together with every item of
+    the ``keep`` arrays: sorted unique item numbers, e.g. what a scatter of the neighbourhood should show."""
+    d = np.asarray(distances)
+    if d.ndim != 1 or n < 0:
+        raise ValueError(f"distances must have shape (N,) and n must be >= 0; got {d.shape} and n={n}")
+    extra = [np.asarray(a, dtype=np.int64).ravel() for a in keep]
+    return np.union1d(np.argsort(d, kind="stable")[:n], np.concatenate(extra) if extra else np.zeros(0, np.int64))

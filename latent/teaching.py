@@ -176,6 +176,54 @@ def contrast_dimension(sigma_a: ArrayLike, sigma_b: ArrayLike) -> int:
 
 
 
+@dataclass(frozen=True)
+class Penalty:
+    """One item's log q(z|x) split as the broad-posterior comparison shows it, next to the Euclidean distance.
+
+    ``total = distance + width + constant``, with (sums over the d dimensions):
+
+    Attributes:
+        euclidean: ``||z - mu||``, the distance that ignores sigma.
+        distance: ``-sum_j (z_j - mu_j)^2 / (2 sigma_j^2)``, the distance in units of the item's sigma.
+        width: ``-sum_j log sigma_j``, the penalty of a broad posterior.
+        constant: ``-(d/2) log 2 pi``, the same for every item.
+        total: ``log q(z|x)``.
+    """
+
+    euclidean: float
+    distance: float
+    width: float
+    constant: float
+    total: float
+
+
+def penalty(z: ArrayLike, mu: ArrayLike, sigma: ArrayLike) -> Penalty:
+    """:class:`Penalty` for one query z and one item's posterior (mu, sigma), each (d,)."""
+    t = likelihood_terms(z, mu, sigma)
+    return Penalty(float(np.linalg.norm(t.z - t.mu)), -float(t.quadratic.sum()), -float(t.log_sigma.sum()),
+                   -t.constant, t.total)
+
+
+def density_window(z: float, mus: Sequence[float], sigmas: Sequence[float], n: int = 400) -> np.ndarray:
+    """A grid (n,) centred on z that shows the 1-D posteriors N(mu_i, sigma_i^2) and z together.
+
+    Half-width ``max(4 max_i sigma_i, max_i |z - mu_i| + 0.5)``: each density's bulk, and each mean with a margin.
+    """
+    m = np.asarray(mus, dtype=np.float64)
+    s = np.asarray(sigmas, dtype=np.float64)
+    centre = float(z)
+    half = max(4.0 * float(s.max()), float(np.abs(centre - m).max()) + 0.5)
+    return np.linspace(centre - half, centre + half, int(n))
+
+
+def width_gap(sigma_a: float, sigma_b: float) -> float:
+    """``log(sigma_b / sigma_a)``: in nats, how much lower the peak of N(mu_b, sigma_b^2) is than N(mu_a, sigma_a^2)'s
+    (positive when b is the broader); the factor between the two widths is its exponential."""
+    if not (sigma_a > 0 and sigma_b > 0):
+        raise ValueError(f"sigmas must be > 0; got {sigma_a!r}, {sigma_b!r}")
+    return float(np.log(np.float64(sigma_b) / np.float64(sigma_a)))
+
+
 # --------------------------------------------------------------------------- KL and the identity
 
 
@@ -280,6 +328,11 @@ def top_k(values: ArrayLike, k: int, higher_is_nearer: bool) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     order = np.argsort(-v if higher_is_nearer else v, kind="stable")
     return order[: int(k)]
+
+
+def shared_items(a: ArrayLike, b: ArrayLike) -> int:
+    """How many items two rankings (item numbers, (k,) each) have in common: |A ∩ B|."""
+    return len(np.intersect1d(np.asarray(a), np.asarray(b)))
 
 
 def spread_grid(low: float = 1e-3, high: float = 2.0, n: int = 13) -> np.ndarray:

@@ -1,14 +1,12 @@
 """Atlas: a WebGL UMAP map of all encoded means, the query and its neighbours on it; click to set z."""
 
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from latent.data import CLASS_NAMES
 from latent.render import png_bytes
 from latent.scores import SCORES
 from ui import presentation, state
-from ui.palette import CLASS_COLOURS, CLASS_SYMBOLS, QUERY_COLOUR
+from ui.figures.map import atlas_map
 from ui.page import start_page
 from ui.resources import get_map
 
@@ -57,34 +55,14 @@ with side:
     st.markdown("\n".join(f"{r + 1}. {CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {v:.2f}"
                           for r, (i, v) in enumerate(zip(items, values))))
 
-embedding = projector.embedding_
-labels = res.catalog.labels
-fig = go.Figure()
-for c, name in enumerate(CLASS_NAMES):
-    members = np.flatnonzero(labels == c)
-    fig.add_trace(go.Scattergl(
-        x=embedding[members, 0], y=embedding[members, 1], mode="markers", name=name,
-        marker=dict(size=3, color=CLASS_COLOURS[c], symbol=CLASS_SYMBOLS[c], opacity=0.55),
-        customdata=members, hovertemplate=f"{name} #%{{customdata}}<extra></extra>"))
-fig.add_trace(go.Scattergl(
-    x=embedding[items, 0], y=embedding[items, 1], mode="markers", name=f"top-{q.k} ({q.score})",
-    marker=dict(size=13, symbol="circle-open", color="#000000", line=dict(width=2)),
-    customdata=items, hovertemplate="neighbour #%{customdata}<extra></extra>"))
-fig.add_trace(go.Scattergl(
-    x=[where[0]], y=[where[1]], mode="markers", name="query z",
-    marker=dict(size=22, symbol="star", color=QUERY_COLOUR, line=dict(width=2, color="#000000")),
-    hovertemplate="the query z<extra></extra>"))
-fig.update_layout(
-    height=presentation.size(720, 820), margin=dict(l=0, r=0, t=10, b=0), dragmode="pan", uirevision="atlas",
-    font=dict(size=presentation.font_size()),
-    legend=dict(itemsizing="constant", orientation="h", y=-0.02), clickmode="event+select",
-    xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
+fig = atlas_map(projector.embedding_, res.catalog.labels, items, where, f"top-{q.k} ({q.score})",
+                height=presentation.size(720, 820), font=presentation.font_size())
 with main:
     st.plotly_chart(fig, key=MAP_KEY, on_select=on_map_select, selection_mode="points",
                     config={"scrollZoom": True, "displaylogo": False}, theme=None if presenting else "streamlit")
-    st.caption(f"UMAP of all {len(embedding):,} encoded means mu(x), coloured and shaped by class. The star is the "
-               "query, placed by the distance-weighted average map position of its 10 nearest means; rings mark "
-               "its neighbours.")
+    st.caption(f"UMAP of all {len(projector.embedding_):,} encoded means mu(x), coloured and shaped by class. "
+               "The star is the query, placed by the distance-weighted average map position of its 10 nearest "
+               "means; rings mark its neighbours.")
     if not presenting:
         st.download_button("Download the map (interactive HTML)", lambda: fig.to_html(include_plotlyjs=True),
                            file_name="latent-explorer-atlas.html", mime="text/html", icon=":material/download:",

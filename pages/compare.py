@@ -1,13 +1,12 @@
 """Compare: one query ranked under every score, how much the rankings agree, and why they differ."""
 
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-from latent.rankings import agreement, neighbour_table
+from latent.rankings import agreement, nearest_with, neighbour_table
 from latent.render import png_bytes, strip
 from latent.scores import SCORES
 from ui import state
+from ui.figures.compare import agreement_heatmap, distance_likelihood
 from ui.page import start_page
 
 
@@ -17,7 +16,8 @@ st.title("Compare the scores")
 q = state.query()
 top, controls = st.columns([1, 4], gap="large")
 with top:
-    st.image(png_bytes(res.decoder.decode_mean(q.z_array), scale=5), caption="The query z, decoded", width=140, output_format="PNG")
+    st.image(png_bytes(res.decoder.decode_mean(q.z_array), scale=5), caption="The query z, decoded", width=140,
+             output_format="PNG")
 with controls:
     st.markdown("The same query ranked under every score in the registry. Distances and divergences rank "
                 "smallest first; the log-likelihood ranks largest first. Set z on **Explore** or **Atlas**.")
@@ -51,38 +51,17 @@ for name in names:
 st.subheader("How much do the rankings agree?")
 overlap, tau = agreement(index, z, names, q.k, q.s)
 h1, h2 = st.columns(2)
-
-
-def heatmap(frame, title, zmin):
-    fig = go.Figure(go.Heatmap(z=frame.to_numpy(), x=list(frame.columns), y=list(frame.index), zmin=zmin, zmax=1,
-                               colorscale="Cividis", text=np.round(frame.to_numpy(), 2), texttemplate="%{text}",
-                               hovertemplate="%{y} vs %{x}: %{z:.2f}<extra></extra>"))
-    fig.update_layout(title=title, height=420, margin=dict(l=10, r=10, t=40, b=10), yaxis_autorange="reversed")
-    return fig
-
-
-h1.plotly_chart(heatmap(overlap, f"Top-{q.k} overlap (shared items / k)", 0), key="overlap")
-h2.plotly_chart(heatmap(tau, "Kendall's tau over the union of both top-k sets", -1), key="tau")
+h1.plotly_chart(agreement_heatmap(overlap, f"Top-{q.k} overlap (shared items / k)", 0), key="overlap")
+h2.plotly_chart(agreement_heatmap(tau, "Kendall's tau over the union of both top-k sets", -1), key="tau")
 
 st.subheader("Why they differ: distance against log-likelihood")
 euclid = index.scores_all(z, score="euclidean")
 loglik = index.scores_all(z, score="likelihood")
-near = np.argsort(euclid, kind="stable")[:3000]
 top_like = table.loc[table["score"] == "likelihood", "item"].to_numpy()
 top_eucl = table.loc[table["score"] == "euclidean", "item"].to_numpy()
-shown = np.union1d(near, np.concatenate([top_like, top_eucl]))
-sigma_mean = res.catalog.sigma[shown].mean(1)
-fig = go.Figure()
-fig.add_trace(go.Scattergl(
-    x=euclid[shown], y=loglik[shown], mode="markers", name="items",
-    marker=dict(size=5, color=sigma_mean, colorscale="Viridis", colorbar=dict(title="mean sigma"), opacity=0.7),
-    customdata=np.stack([shown, res.catalog.labels[shown]], 1),
-    hovertemplate="#%{customdata[0]}<br>||z - mu|| = %{x:.3f}<br>log q(z|x) = %{y:.2f}<extra></extra>"))
-for items, name, symbol in ((top_like, "top-k likelihood", "diamond-open"), (top_eucl, "top-k Euclidean", "square-open")):
-    fig.add_trace(go.Scattergl(x=euclid[items], y=loglik[items], mode="markers", name=name,
-                               marker=dict(size=13, symbol=symbol, color="#D55E00", line=dict(width=2))))
-fig.update_layout(height=480, xaxis_title="Euclidean distance ||z - mu(x)||", yaxis_title="log q(z|x)",
-                  margin=dict(l=10, r=10, t=10, b=10), legend=dict(orientation="h", y=1.05))
+shown = nearest_with(euclid, 3000, (top_like, top_eucl))
+tops = [(top_like, "top-k likelihood", "diamond-open"), (top_eucl, "top-k Euclidean", "square-open")]
+fig = distance_likelihood(euclid, loglik, shown, res.catalog.sigma[shown].mean(1), res.catalog.labels[shown], tops)
 st.plotly_chart(fig, key="why")
 st.caption("The 3,000 items nearest by Euclidean distance, plus both top-k sets. At equal distance, a narrow "
            "posterior (small sigma, dark) is penalised more steeply by the quadratic term, while a broad one "

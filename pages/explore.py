@@ -61,7 +61,8 @@ with left:
              width=presentation.size(336, 448), output_format="PNG")
     if not presenting:  # the PNG is made on click (a callable), not on every rerun
         st.download_button("Download PNG", lambda: png_bytes(decoded, scale=12, compress_level=6),
-                           file_name="latent-explorer-z.png", mime="image/png", icon=":material/download:", key="dl_png")
+                           file_name="latent-explorer-z.png", mime="image/png", icon=":material/download:",
+                           key="dl_png")
 with right:
     if q.item is not None:
         st.markdown(f"**Item #{q.item}** · {CLASS_NAMES[int(res.catalog.labels[q.item])]} · "

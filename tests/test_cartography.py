@@ -12,21 +12,27 @@ import torch
 
 from latent.cartogram import cell_areas
 from latent.cartography import (
+    CURVE_POINTS,
     EXTENTS,
+    MagnificationMap,
+    area_range,
     block_areas,
     build_slice,
     carry,
     curve_frames,
     frame_indices,
+    garment_sizes,
     graph_stretch,
     grid_lines,
     magnification_map,
     map_cartogram,
     most_active,
+    other_items,
     parse_extent,
     ranks_of,
     slice_cartogram,
     slice_thumbnails,
+    straight_path,
     thumbnail_mosaic,
     thumbnail_slice,
     top_k,
@@ -201,7 +207,13 @@ def test_frame_indices_include_both_ends():
     curve = np.linspace(np.zeros(D), np.ones(D), 32)
     frames = curve_frames(decoder, curve, 10)
     assert frames.shape == (10, 28, 28)
-    np.testing.assert_array_equal(frames[-1], decode_means(decoder, curve[-1:]).reshape(28, 28))
+    # The frames come from one batch of 10 decodes, the references from batches of 1, so BLAS may block and fuse
+    # the sums differently (it picks kernels by CPU and batch shape). Each pixel is sigmoid(w . z) in float64
+    # with d = 10 terms: two orders of summation differ by at most 2 gamma_10 sum_k |w_k z_k| <= 2 * 10 * 2^-53 * 4.5
+    # (z in [0, 1]^10, |w_k| <= 0.1 * 4.5 over 7840 normal draws), and sigmoid is 1/4-Lipschitz and adds a few
+    # ulps of 1: under 1e-14 in all. A wrong frame (a neighbouring curve point) differs by about 1e-3.
+    for frame, point in ((frames[0], curve[0]), (frames[-1], curve[-1])):
+        np.testing.assert_allclose(frame, decode_means(decoder, point[None]).reshape(28, 28), rtol=0, atol=1e-13)
 
 
 def test_top_k_and_ranks_agree_with_brute_force_sorting():
@@ -311,3 +323,73 @@ def test_url_measure_names_match_the_geometry_measures_and_need_no_torch() -> No
     code = "import sys, latent.cartography_url; print(sorted({'torch', 'scipy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- numbers the page shows
+
+
+def image_pixels(z: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """numpy copy of :func:`image_decoder`: sigmoid(scale * z W^T) for points (n, d) -> (n, 784), float64."""
+    W = np.random.default_rng(5).standard_normal((784, D)) * 0.1
+    return 1.0 / (1.0 + np.exp(-scale * (np.atleast_2d(z) @ W.T)))
+
+
+def test_straight_path_length_is_the_sum_of_its_decoded_segments():
+    rng = np.random.default_rng(11)
+    za, zb = rng.standard_normal(D), rng.standard_normal(D)
+    path = straight_path(image_decoder(3.0), za, zb, "l2")
+    t = np.arange(CURVE_POINTS)[:, None] / (CURVE_POINTS - 1)
+    curve = za + t * (zb - za)  # brute force: the K points, each decoded on its own
+    np.testing.assert_allclose(path.curve, curve, rtol=0, atol=1e-15)
+    f = image_pixels(curve, 3.0)
+    # float64 sums of 31 segment norms over 784 pixels: a few ulps of the total, 1e-12 relative is generous.
+    assert path.length == pytest.approx(sum(np.linalg.norm(f[k + 1] - f[k]) for k in range(CURVE_POINTS - 1)),
+                                        rel=1e-12)
+    assert path.chord == pytest.approx(np.linalg.norm(f[-1] - f[0]), rel=1e-12)
+    assert path.chord <= path.length  # the triangle inequality: no path is shorter than the chord
+
+
+def test_straight_path_under_bernoulli_kl_sums_root_two_kl():
+    rng = np.random.default_rng(12)
+    za, zb = rng.standard_normal(D), rng.standard_normal(D)
+    path = straight_path(image_decoder(2.0), za, zb, "bernoulli_kl", n_points=5)
+    f = image_pixels(np.linspace(za, zb, 5), 2.0)
+
+    def root_two_kl(p, q):
+        return np.sqrt(2 * np.sum(p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))))
+
+    assert path.length == pytest.approx(sum(root_two_kl(f[k], f[k + 1]) for k in range(4)), rel=1e-9)
+    assert path.chord == pytest.approx(root_two_kl(f[0], f[-1]), rel=1e-9)
+
+
+def test_other_items_drop_the_query_own_item_and_keep_the_order():
+    mu = np.arange(12, dtype=np.float32).reshape(6, 2)
+    z = mu[3].copy()
+    assert other_items([3, 5, 0, 1], mu, z) == [5, 0, 1]
+    assert other_items(np.array([3, 5, 0, 1]), mu, z, 2) == [5, 0]
+    assert other_items([3], mu, z) == []
+    mu[4] = z  # a second item with the same mean is the query too
+    assert other_items([4, 3, 2], mu, z) == [2]
+
+
+def test_max_difference_ignores_nan_cells():
+    centres = np.zeros(2)
+    a = MagnificationMap(np.array([[0.0, 1.0], [np.nan, 2.0]]), "grid", "l2", centres, centres)
+    b = MagnificationMap(np.array([[0.5, 1.0], [7.0, -1.0]]), "exact", "l2", centres, centres)
+    assert a.max_difference(b) == 3.0 and b.max_difference(a) == 3.0
+    with pytest.raises(ValueError, match="different cells"):
+        a.max_difference(MagnificationMap(np.zeros((3, 2)), "exact", "l2", np.zeros(2), np.zeros(3)))
+
+
+def test_garment_sizes_fill_the_stretched_tiles_and_the_area_range():
+    sl = axis_slice(np.zeros(D), 0, 1, extent=2.0, resolution=16)
+    rng = np.random.default_rng(4)
+    mag = MagnificationMap(rng.uniform(-1, 1, (15, 15)), "grid", "l2", sl.s[:-1], sl.t[:-1])
+    cart = slice_cartogram(mag, sl, cells=16)
+    centres, sides = garment_sizes(cart, sl, 4, fill=0.5)
+    ref_centres, areas = block_areas(cart, sl, 4)
+    np.testing.assert_array_equal(centres, ref_centres)
+    np.testing.assert_allclose(sides ** 2, 0.25 * areas, rtol=1e-12)  # a square of half the side: a quarter of it
+    target = cart.target_areas()
+    assert area_range(cart) == pytest.approx(target.max() / target.min(), rel=1e-15)
+    assert area_range(cart) >= 1.0

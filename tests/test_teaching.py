@@ -84,6 +84,47 @@ def test_likelihood_latex_shows_the_numbers_of_this_query_and_item():
     assert r"2 \cdot 0.500^2" in latex
 
 
+def test_penalty_splits_the_torch_log_prob_into_distance_width_and_constant():
+    mu, sigma = catalog(d=7)
+    z = np.random.default_rng(9).normal(0.0, 1.0, 7)
+    for i in (0, 5, 17):
+        p = teaching.penalty(z, mu[i], sigma[i])
+        ref = Normal(t(mu[i]), t(sigma[i])).log_prob(t(z))  # (7,)
+        assert p.total == pytest.approx(float(ref.sum()), rel=1e-12)
+        assert p.width == pytest.approx(-float(torch.log(t(sigma[i])).sum()), rel=1e-12)
+        assert p.constant == pytest.approx(-3.5 * math.log(2 * math.pi), rel=1e-15)
+        # What is left of log N once the width and the constant are taken off is the distance term.
+        assert p.distance == pytest.approx(-float((((t(z) - t(mu[i])) / t(sigma[i])) ** 2).sum()) / 2, rel=1e-12)
+        assert p.distance + p.width + p.constant == pytest.approx(p.total, rel=1e-12)
+        assert p.euclidean == pytest.approx(float(np.sqrt(((z - mu[i]) ** 2).sum())), rel=1e-12)
+
+
+def test_density_window_is_centred_on_z_and_holds_both_posteriors():
+    grid = teaching.density_window(0.5, [0.4, 3.0], [0.1, 0.2], n=401)
+    assert len(grid) == 401 and grid[200] == pytest.approx(0.5)
+    half = 3.0 - 0.5 + 0.5  # the farther mean is 2.5 away: plus the margin of 0.5
+    assert (grid[0], grid[-1]) == pytest.approx((0.5 - half, 0.5 + half))
+    np.testing.assert_allclose(np.diff(grid), np.diff(grid)[0], rtol=1e-9)
+    broad = teaching.density_window(0.0, [0.0, 0.1], [1.5, 0.2])  # four sigmas of the broad one win
+    assert (broad[0], broad[-1]) == pytest.approx((-6.0, 6.0))
+
+
+def test_width_gap_is_the_log_ratio_of_the_peak_densities():
+    sa, sb = 0.2, 0.9
+    peaks = stats.norm.pdf(0.0, 0.0, [sa, sb])
+    assert teaching.width_gap(sa, sb) == pytest.approx(math.log(peaks[0] / peaks[1]), rel=1e-12)
+    assert teaching.width_gap(sb, sa) == pytest.approx(-teaching.width_gap(sa, sb), rel=1e-15)
+    assert teaching.width_gap(np.float32(0.3), np.float32(0.3)) == 0.0
+    with pytest.raises(ValueError, match="> 0"):
+        teaching.width_gap(0.0, 1.0)
+
+
+def test_shared_items_counts_the_intersection():
+    assert teaching.shared_items(np.array([4, 1, 9]), np.array([9, 2, 4])) == 2
+    assert teaching.shared_items([1, 2], [3]) == 0
+    assert teaching.shared_items([], []) == 0
+
+
 def test_normal_pdf_and_prior_match_scipy():
     x = np.linspace(-6, 6, 97)
     np.testing.assert_allclose(teaching.normal_pdf(x, 0.7, 0.3), stats.norm.pdf(x, 0.7, 0.3), rtol=1e-12)

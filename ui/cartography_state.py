@@ -92,3 +92,9 @@ def request(flag: str) -> None:
 def take_request(flag: str) -> bool:
     """True once after :func:`request` set ``flag``."""
     return bool(st.session_state.pop(flag, False))
+
+
+def with_current(options: list[int], current: Any) -> list[int]:
+    """A selectbox's options with the current choice(s) appended when they are not among them (a link may
+    hold any item, not only one of the nearest)."""
+    return options + [int(i) for i in (current or ()) if int(i) not in options]

@@ -1,4 +1,4 @@
-"""Plotly figures for the Learn page: pure functions from arrays to ``go.Figure`` (no streamlit, no maths).
+"""Plotly figures for the Learn page's steps: pure functions from arrays to ``go.Figure`` (no streamlit, no maths).
 
 The numbers come from :mod:`latent.teaching`, :mod:`latent.uncertainty` and :mod:`latent.interpolation`;
 these functions only draw them. Traces carry ``meta`` dicts (e.g. ``{"item": 12, "r": 1.0}``) so that tests
@@ -16,7 +16,8 @@ from plotly.subplots import make_subplots
 
 from latent.data import CLASS_NAMES
 from latent.uncertainty import mass_label
-from ui.palette import CLASS_COLOURS, CLASS_SYMBOLS, QUERY_COLOUR
+from ui.figures.map import class_traces, query_marker
+from ui.palette import QUERY_COLOUR
 
 #: Paul Tol's "bright" scheme, cycled over the top matches on the uncertainty map.
 ITEM_COLOURS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
@@ -176,12 +177,8 @@ def uncertainty_map(dims: tuple[int, int], background: np.ndarray, background_la
     """
     i, j = dims
     fig = go.Figure()
-    for c, name in enumerate(CLASS_NAMES):
-        members = background_labels == c
-        fig.add_trace(go.Scattergl(x=background[members, 0], y=background[members, 1], mode="markers",
-                                   name="catalog means (colour: class)", showlegend=c == 0, legendgroup="classes",
-                                   marker=dict(size=5, color=CLASS_COLOURS[c], symbol=CLASS_SYMBOLS[c], opacity=0.45),
-                                   hovertemplate=f"{name}<extra></extra>", meta={"what": "background", "class": c}))
+    fig.add_traces(class_traces(background, background_labels, size=5, opacity=0.45,
+                                legend="catalog means (colour: class)", meta={"what": "background"}))
     if covering is not None:
         fig.add_trace(go.Scattergl(
             x=covering[:, 0], y=covering[:, 1], mode="markers", name=f"posterior covers z ({level:.0%})",
@@ -213,7 +210,7 @@ def uncertainty_map(dims: tuple[int, int], background: np.ndarray, background_la
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="#444444", dash=dash, width=3),
                                      name=f"{mass_label(r)} of the posterior (2-D)", meta={"what": "legend"}))
     fig.add_trace(go.Scatter(x=[float(z[0])], y=[float(z[1])], mode="markers", name="query z",
-                             marker=dict(size=24, symbol="star", color=QUERY, line=dict(width=2, color="#000000")),
+                             marker=query_marker(24, 2),
                              meta={"what": "query"}))
     xr, yr = view_ranges(z, ellipses)
     return _layout(fig, font, height, xaxis=dict(title=f"z{i}", zeroline=True, range=xr),
