@@ -14,21 +14,26 @@ import threading
 
 import streamlit as st
 
-from ui import timing
+from ui import preload, timing
 
 _RUN = threading.local()  # per script-runner thread: are we inside app.py's navigation?
 
 
+#: The dashboard's pages in menu order: (script relative to the repository root, title, icon).
+PAGES = (
+    ("pages/explore.py", "Explore", ":material/tune:"),
+    ("pages/atlas.py", "Atlas", ":material/map:"),
+    ("pages/compare.py", "Compare", ":material/compare_arrows:"),
+    ("pages/cartography.py", "Cartography", ":material/landscape:"),
+    ("pages/learn.py", "Learn", ":material/school:"),
+    ("pages/model.py", "Model", ":material/memory:"),
+)
+PAGE_FILES = tuple(file for file, _, _ in PAGES)
+
+
 def app_pages() -> list:
-    """The dashboard's pages, in menu order (paths are relative to the repository root)."""
-    return [
-        st.Page("pages/explore.py", title="Explore", icon=":material/tune:", default=True),
-        st.Page("pages/atlas.py", title="Atlas", icon=":material/map:"),
-        st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-        st.Page("pages/cartography.py", title="Cartography", icon=":material/landscape:"),
-        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
-        st.Page("pages/model.py", title="Model", icon=":material/memory:"),
-    ]
+    """The dashboard's pages as ``st.Page`` objects; the first is the default."""
+    return [st.Page(file, title=title, icon=icon, default=i == 0) for i, (file, title, icon) in enumerate(PAGES)]
 
 
 def run_app() -> None:
@@ -42,6 +47,7 @@ def run_app() -> None:
             page.run()
     finally:
         _RUN.inside = False
+    preload.start(PAGE_FILES)  # after the first page is shown: the other pages' imports
 
 
 def require_app() -> None:
