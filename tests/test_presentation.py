@@ -60,9 +60,9 @@ def test_explore_shows_a_larger_garment_when_presenting(expected, monkeypatch):
     at = new_app("pages/explore.py", z=z, present="1").run()
     (_, url), = captions_with(at, "Decoded garment")
     zq = np.array([float(v) for v in param(at, "z").split(",")], np.float32)
-    # The page decodes with the numpy decoder, the reference with torch: their float32 means agree to
-    # within 1e-4 (tests/test_numpy_decoder.py), far below half a level (1/510), so a grey level that sits at a rounding boundary of
-    # x * 255 may round to its neighbour; no pixel can be off by more than one level.
+    # The page decodes with the numpy decoder, the reference with torch: their float32 means agree
+    # within 1e-4 (tests/test_numpy_decoder.py), far below half a grey level (1/510), so a level that
+    # sits at a rounding boundary of x * 255 may round to its neighbour; no pixel can be off by more.
     shown = media.pixels(url).astype(np.int16)
     reference = upscale(to_uint8(decode_images(expected.model, zq)), 16).astype(np.int16)
     assert shown.shape == reference.shape
