@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cartography_url import EXTENTS, GRIDS, MAP_WEIGHTS, MEASURE_NAMES, SPANS, VIEWS, url_fields  # noqa: F401 (re-exported for pages)
 from .geometry import (
     ArrayLike,
     Decoder,
@@ -44,7 +45,6 @@ from .geometry import (
     segment_lengths,
     slice_through,
 )
-from .cartography_url import EXTENTS, GRIDS, MAP_WEIGHTS, MEASURE_NAMES, SPANS, VIEWS, url_fields  # noqa: F401
 
 if TYPE_CHECKING:  # scipy's graph and image modules load only when a cartogram or graph is built
     from .cartogram import Cartogram

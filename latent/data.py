@@ -267,7 +267,7 @@ def download_file(
     try:
         with atomic_writer(destination) as out:  # renamed into place only if the block completes
             try:
-                response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (fixed https/http mirror)
+                response = urllib.request.urlopen(url, timeout=timeout)  # a fixed https/http mirror
             except urllib.error.HTTPError as exc:
                 raise DataError(f"Downloading {url} failed: HTTP {exc.code} {exc.reason}.") from None
             with response:

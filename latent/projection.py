@@ -525,7 +525,7 @@ def load_map(
             n_features = int(npz["n_features"][()])
             umap_version = str(npz["umap_version"][()])
             embedding = npz["embedding"]
-    except Exception as exc:  # noqa: BLE001 (any unreadable file is reported, never raised)
+    except Exception as exc:  # any unreadable file is reported, never raised
         return MapLoad("corrupt", f"{path} cannot be read as a map file ({type(exc).__name__}: {exc})", path)
     if fmt != MAP_FORMAT or version != MAP_FORMAT_VERSION:
         wanted = f"{MAP_FORMAT!r} v{MAP_FORMAT_VERSION}"

@@ -562,7 +562,7 @@ class UrlSchema:
             except FieldError as exc:
                 value = spec.default(ctx)
                 warnings.append(str(exc))
-            except Exception as exc:  # noqa: BLE001 (a faulty extension parser must not break the page)
+            except Exception as exc:  # a faulty extension parser must not break the page
                 value = spec.default(ctx)
                 warnings.append(f"{spec.name}={quote(raw)} could not be read ({type(exc).__name__}); ignored")
             values[spec.name] = value

@@ -10,7 +10,6 @@ from ui.figures.map import atlas_map
 from ui.page import start_page
 from ui.resources import get_map
 
-
 MAP_KEY = "atlas_map"
 
 res, index, presenting = start_page()

@@ -9,7 +9,6 @@ from ui import state
 from ui.figures.compare import agreement_heatmap, distance_likelihood
 from ui.page import start_page
 
-
 res, index, presenting = start_page()
 
 st.title("Compare the scores")

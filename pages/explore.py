@@ -9,8 +9,7 @@ from latent.render import png_bytes, sheet
 from latent.scores import SCORES
 from ui import presentation, state
 from ui.page import start_page
-from ui.resources import thumbnail_png, active_dimensions
-
+from ui.resources import active_dimensions, thumbnail_png
 
 #: Headings of the three galleries.
 GALLERY_TITLES = {"likelihood": "Log-likelihood log q(z|x)", "euclidean": "Euclidean ‖z − μ(x)‖",

@@ -7,16 +7,6 @@ import pytest
 import torch
 from scipy.sparse.csgraph import dijkstra
 
-from tests.geometry_oracles import (
-    cylinder,
-    great_circle,
-    linear,
-    mlp_logits,
-    orthonormal,
-    readonly,
-    sphere,
-    sphere_point,
-)
 from latent.geodesic import (
     LatentGraph,
     continuous_geodesic,
@@ -36,6 +26,16 @@ from latent.geometry import (
     vae_decoder,
 )
 from latent.model import VAE
+from tests.geometry_oracles import (
+    cylinder,
+    great_circle,
+    linear,
+    mlp_logits,
+    orthonormal,
+    readonly,
+    sphere,
+    sphere_point,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import jacfwd, vmap
 
-from tests.geometry_oracles import cylinder, function_graph, linear, mlp_logits, readonly, sphere
 from latent.geometry import (
     MEASURES,
     METRICS,
@@ -44,6 +43,7 @@ from latent.geometry import (
     vae_decoder,
 )
 from latent.model import VAE
+from tests.geometry_oracles import cylinder, function_graph, linear, mlp_logits, readonly, sphere
 
 # torch warns once, from inside its own forward-mode AD set-up, that torch.jit.script is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")

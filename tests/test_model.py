@@ -9,8 +9,16 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from latent.model import (CheckpointError, VAE, VAEConfig, count_macs, count_parameters, elbo_terms,
-                          load_checkpoint, save_checkpoint)
+from latent.model import (
+    VAE,
+    CheckpointError,
+    VAEConfig,
+    count_macs,
+    count_parameters,
+    elbo_terms,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 @pytest.mark.parametrize("d", [10, 3])
