@@ -229,7 +229,7 @@ def load_or_build_catalog(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=n, desc="encoding", unit="img", mininterval=1.0)
-            callback = lambda done, total: bar.update(done - bar.n)
+            callback = lambda done, total: bar.update(done - bar.n)  # noqa: E731 (fills the typed slot above)
         elif callable(progress):
             callback = progress
         started = time.perf_counter()
