@@ -227,7 +227,7 @@ def cell_areas(corners: np.ndarray) -> np.ndarray:
     c = np.asarray(corners, dtype=np.float64)
     quad = [c[:-1, :-1], c[:-1, 1:], c[1:, 1:], c[1:, :-1]]  # counter-clockwise for x right, y up
     area = np.zeros((c.shape[0] - 1, c.shape[1] - 1))
-    for a, b in zip(quad, quad[1:] + quad[:1]):
+    for a, b in zip(quad, quad[1:] + quad[:1], strict=True):
         area = area + a[..., 0] * b[..., 1] - b[..., 0] * a[..., 1]
     return 0.5 * area
 

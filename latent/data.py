@@ -411,7 +411,7 @@ def load_fashion_mnist(
             return cached
 
     images, labels, flags = [], [], []
-    for split, count in zip(("train", "test"), expected_counts or (None, None)):
+    for split, count in zip(("train", "test"), expected_counts or (None, None), strict=True):
         imgs = read_idx(folder / FILES[f"{split}-images"], "images", count)
         labs = read_idx(folder / FILES[f"{split}-labels"], "labels", count)
         if len(imgs) != len(labs):

@@ -694,7 +694,7 @@ def placement_agreement(
     radius = np.asarray(dist_t).reshape(len(held), m)[:, -1]
     offset = np.linalg.norm(placed - transformed, axis=1)
     extent = projector.extent()
-    overlap = np.mean([len(np.intersect1d(a, b, assume_unique=True)) / m for a, b in zip(nn_p, nn_t)])
+    overlap = np.mean([len(np.intersect1d(a, b, assume_unique=True)) / m for a, b in zip(nn_p, nn_t, strict=True)])
     result: dict[str, Any] = {
         "n_train": int(n_train),
         "n_heldout": int(held.shape[0]),

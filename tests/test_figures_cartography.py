@@ -55,7 +55,7 @@ def test_slice_cartogram_places_each_garment_at_its_tile():
     np.testing.assert_array_equal(grid.x, [0.5, 1.5, np.nan, 2.5])  # None: a break between lines
     images = fig.layout.images
     assert len(images) == 4
-    for image, (r, c) in zip(images, [(0, 0), (0, 1), (1, 0), (1, 1)]):
+    for image, (r, c) in zip(images, [(0, 0), (0, 1), (1, 0), (1, 1)], strict=True):
         assert (image.x, image.y) == (centres[r, c, 0] + 0.5, centres[r, c, 1] - 1.0)
         assert image.sizex == image.sizey == sides[r, c]
         assert image.source.startswith("data:image/png;base64,")

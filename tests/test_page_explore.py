@@ -107,7 +107,8 @@ def test_starting_from_an_item_shows_original_and_reconstruction(expected, media
     (_, original), = captions_with(at, "^Original")
     (_, recon), = captions_with(at, "^Reconstruction")
     np.testing.assert_array_equal(media.pixels(original), upscale(expected.data.images[item], 6))
-    assert_same_picture(media.pixels(recon), upscale(to_uint8(decode_images(expected.model, expected.catalog.mu[item])), 6))
+    decoded = to_uint8(decode_images(expected.model, expected.catalog.mu[item]))
+    assert_same_picture(media.pixels(recon), upscale(decoded, 6))
     # Moving a slider leaves the item: z is no longer its mean.
     at.slider(key="w_z1").set_value(0.0).run()
     assert "item" not in at.query_params

@@ -214,7 +214,7 @@ def test_placement_at_70k_matches_brute_force():
     # 3e-7 for these positions (|x| < 5). 1e-6 covers that and is far below the 0.1-scale move that one wrong
     # neighbour among the ten would cause.
     np.testing.assert_allclose(proj.place(queries), expected, rtol=0, atol=1e-6)
-    for z, want in zip(queries[:3], expected[:3]):  # one query at a time, a (1, d) block
+    for z, want in zip(queries[:3], expected[:3], strict=True):  # one query at a time, a (1, d) block
         np.testing.assert_allclose(proj.place(z), want, rtol=0, atol=1e-6)
 
 

@@ -280,5 +280,5 @@ def test_inputs_are_not_modified():
     teaching.overlap_curve(z, mu, sigma, 5, [0.1, 1.0])
     teaching.aggregate_density(mu, sigma, np.linspace(-1, 1, 5))
     teaching.reparameterise(mu[0], sigma[0], np.ones((2, 3)))
-    for a, b in zip(before, (mu, sigma, z)):
+    for a, b in zip(before, (mu, sigma, z), strict=True):
         np.testing.assert_array_equal(a, b)
