@@ -367,8 +367,8 @@ def grid_lines(corners: ArrayLike, every: int = 4) -> tuple[list[float | None], 
     xs: list[float | None] = []
     ys: list[float | None] = []
     for line in [c[r] for r in rows] + [c[:, q] for q in cols]:
-        xs.extend(line[:, 0].tolist() + [None])
-        ys.extend(line[:, 1].tolist() + [None])
+        xs.extend([*line[:, 0].tolist(), None])
+        ys.extend([*line[:, 1].tolist(), None])
     return xs, ys
 
 

@@ -17,6 +17,7 @@ default Zalando Research's mirror), verified against the official MD5s, and writ
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -437,8 +438,6 @@ def load_fashion_mnist(
         source=folder,
     )
     if cache_path is not None and (expected_counts is None or len(data) == sum(expected_counts)):
-        try:
+        with contextlib.suppress(OSError):  # a read-only cache folder only costs speed
             _write_array_cache(cache_path, digest, data)
-        except OSError:
-            pass  # a read-only cache folder only costs speed
     return data

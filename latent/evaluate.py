@@ -44,7 +44,7 @@ def elbo_statistics(model: VAE, images: np.ndarray, n_samples: int = 4, seed: in
         kl_per_dim += kl_dims.double().sum(0)
         for _ in range(n_samples):
             z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
-            recon, kl = elbo_terms(x, model.decode(z), mu, logvar)
+            recon, _kl = elbo_terms(x, model.decode(z), mu, logvar)
             recon_sum += recon.double().sum().item() / n_samples
         kl_sum += kl_dims.double().sum().item()
     n = len(images)
@@ -149,7 +149,7 @@ def _epoch_spread(history: list[dict[str, Any]]) -> str:
     seconds = [row["seconds"] for row in history]
     if len(seconds) < 2:
         return ""
-    per_epoch = np.diff([0.0] + seconds)
+    per_epoch = np.diff([0.0, *seconds])
     lo, hi = float(np.min(per_epoch)), float(np.max(per_epoch))
     if hi < 2 * lo:
         return f" ({np.median(per_epoch):.0f} s per epoch)"

@@ -688,7 +688,7 @@ def placement_agreement(
 
     tree = cKDTree(np.asarray(projector.embedding_, dtype=np.float64))
     dist_t, nn_t = tree.query(transformed, k=m)
-    dist_p, nn_p = tree.query(placed, k=m)
+    _dist_p, nn_p = tree.query(placed, k=m)
     nn_t = np.asarray(nn_t).reshape(len(held), m)
     nn_p = np.asarray(nn_p).reshape(len(held), m)
     radius = np.asarray(dist_t).reshape(len(held), m)[:, -1]

@@ -519,7 +519,7 @@ class UrlSchema:
                     f"URL key {spec.name!r} is already in the schema; pass replace_existing=True to replace it"
                 )
             return UrlSchema(tuple(spec if f.name == spec.name else f for f in self.fields))
-        return UrlSchema(self.fields + (spec,))
+        return UrlSchema((*self.fields, spec))
 
     def defaults(self, ctx: ParseContext) -> QueryState:
         """The state of a URL with no parameters."""

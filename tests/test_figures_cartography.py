@@ -33,7 +33,7 @@ def test_heatmap_is_the_log_mf_on_shifted_axes_with_the_query_at_the_offset():
                      "query z"]
     lines = {t.name: t for t in fig.data[1:]}
     np.testing.assert_allclose(np.c_[lines["geodesic · 2.25"].x, lines["geodesic · 2.25"].y],
-                               geodesic.points + [0.5, -1.0])
+                               geodesic.points + np.array([0.5, -1.0]))
     assert (fig.data[-1].x, fig.data[-1].y) == ((0.5,), (-1.0,))
     assert list(fig.data[1].customdata) == [42]
     assert list(fig.layout.xaxis.range) == [-2.5, 3.5] and list(fig.layout.yaxis.range) == [-3.0, 1.0]

@@ -29,7 +29,7 @@ def test_shapes(d):
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (5, d)
     assert model.decode(mu).shape == (5, 1, 28, 28)
-    logits, mu2, logvar2 = model(x)
+    logits, mu2, _logvar2 = model(x)
     assert logits.shape == (5, 1, 28, 28) and mu2.shape == (5, d)
     p = model.decode_mean(torch.randn(4, d))
     assert ((p > 0) & (p < 1)).all()
@@ -112,7 +112,7 @@ def test_corrupt_or_truncated_checkpoint_is_a_clear_error(tmp_path, cut):
     path = save_checkpoint(VAE(), tmp_path / "m.pt")
     data = path.read_bytes()
     path.write_bytes(data[:cut] if cut else b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="corrupt|refused"):
+    with pytest.raises(CheckpointError, match=r"corrupt|refused"):
         load_checkpoint(path)
 
 

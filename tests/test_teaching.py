@@ -196,7 +196,7 @@ def test_overlap_curve_matches_brute_force_and_reaches_one_as_s_shrinks(seed, k)
 
 def test_overlap_curve_validates():
     mu, sigma = catalog(10, 2)
-    with pytest.raises(ValueError, match="k must be in 1..10"):
+    with pytest.raises(ValueError, match=r"k must be in 1\.\.10"):
         teaching.overlap_curve(np.zeros(2), mu, sigma, 11, [0.1])
     with pytest.raises(ValueError, match="s must be > 0"):
         teaching.overlap_curve(np.zeros(2), mu, sigma, 3, [0.0])
