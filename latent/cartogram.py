@@ -238,7 +238,7 @@ def _check_extent(extent: Extent | None, n_x: int, n_y: int) -> Extent:
     e = tuple(float(v) for v in extent)
     if len(e) != 4 or not all(map(math.isfinite, e)) or not (e[0] < e[1] and e[2] < e[3]):
         raise ValueError(f"extent must be (x_min, x_max, y_min, y_max) with min < max, got {extent}")
-    return e  # type: ignore[return-value]
+    return e  # a tuple of 4 after the length check
 
 
 def _to_cells(p: np.ndarray, extent: Extent, n_x: int, n_y: int) -> np.ndarray:

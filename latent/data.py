@@ -437,7 +437,7 @@ def load_fashion_mnist(
         fingerprint=fingerprint_arrays(all_images, all_labels, is_test),
         source=folder,
     )
-    if cache_path is not None and (expected_counts is None or len(data) == sum(expected_counts)):
+    if cache_path is not None and digest is not None and (expected_counts is None or len(data) == sum(expected_counts)):
         with contextlib.suppress(OSError):  # a read-only cache folder only costs speed
             _write_array_cache(cache_path, digest, data)
     return data

@@ -137,7 +137,7 @@ def save_sample_sheet(checkpoint: str | os.PathLike[str], data: FashionMNIST, pa
             y, x = pad + i * (side + pad), pad + j * (side + pad)
             sheet[y : y + side, x : x + side] = 1.0 - img  # dark garments on white
     image = Image.fromarray((sheet * 255).round().astype(np.uint8), mode="L")
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
     with atomic_writer(path) as fh:
         image.save(fh, format="PNG")

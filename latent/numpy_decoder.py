@@ -123,7 +123,7 @@ class NumpyDecoder:
         """Write the weights atomically to ``path`` (an uncompressed ``.npz``)."""
         path = Path(path)
         with atomic_writer(path) as fh:
-            np.savez(fh, format_version=np.array(FORMAT_VERSION),
+            np.savez(fh, allow_pickle=False, format_version=np.array(FORMAT_VERSION),
                      checkpoint_sha256=np.array(self.checkpoint_sha256), **self.weights)
         return path
 

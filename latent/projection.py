@@ -544,9 +544,9 @@ def load_map(
     if embedding.dtype.kind != "f" or not np.isfinite(embedding).all():
         return MapLoad("corrupt", f"{path} holds a non-finite or non-float embedding ({embedding.dtype})", path)
     if like is not None:
-        wanted = like.embedding_params()
-        if any(params.get(name) != value for name, value in wanted.items()):
-            return MapLoad("stale", f"{path} was made with {params}, not {wanted}", path)
+        wanted_params = like.embedding_params()
+        if any(params.get(name) != value for name, value in wanted_params.items()):
+            return MapLoad("stale", f"{path} was made with {params}, not {wanted_params}", path)
         projector = clone_params(like)
     else:
         known = {name: params[name] for name in EMBEDDING_PARAMS if name in params}
@@ -755,7 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m latent.projection", description=main.__doc__.splitlines()[0])
+    summary = (main.__doc__ or "").partition("\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m latent.projection", description=summary)
     parser.add_argument("mu", help=".npy file of (N, d) encoded means")
     parser.add_argument("--labels", default=None, help=".npy file of (N,) class labels (adds class agreement)")
     parser.add_argument("--heldout-mask", default=None, help=".npy (N,) bool, True for held-out rows "
