@@ -227,7 +227,7 @@ def cell_areas(corners: np.ndarray) -> np.ndarray:
     c = np.asarray(corners, dtype=np.float64)
     quad = [c[:-1, :-1], c[:-1, 1:], c[1:, 1:], c[1:, :-1]]  # counter-clockwise for x right, y up
     area = np.zeros((c.shape[0] - 1, c.shape[1] - 1))
-    for a, b in zip(quad, quad[1:] + quad[:1]):
+    for a, b in zip(quad, quad[1:] + quad[:1], strict=True):
         area = area + a[..., 0] * b[..., 1] - b[..., 0] * a[..., 1]
     return 0.5 * area
 
@@ -238,7 +238,7 @@ def _check_extent(extent: Extent | None, n_x: int, n_y: int) -> Extent:
     e = tuple(float(v) for v in extent)
     if len(e) != 4 or not all(map(math.isfinite, e)) or not (e[0] < e[1] and e[2] < e[3]):
         raise ValueError(f"extent must be (x_min, x_max, y_min, y_max) with min < max, got {extent}")
-    return e  # type: ignore[return-value]
+    return e  # a tuple of 4 after the length check
 
 
 def _to_cells(p: np.ndarray, extent: Extent, n_x: int, n_y: int) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cartography_url import EXTENTS, GRIDS, MAP_WEIGHTS, MEASURE_NAMES, SPANS, VIEWS, url_fields  # noqa: F401 (re-exported for pages)
 from .geometry import (
     ArrayLike,
     Decoder,
@@ -44,7 +45,6 @@ from .geometry import (
     segment_lengths,
     slice_through,
 )
-from .cartography_url import EXTENTS, GRIDS, MAP_WEIGHTS, MEASURE_NAMES, SPANS, VIEWS, url_fields  # noqa: F401
 
 if TYPE_CHECKING:  # scipy's graph and image modules load only when a cartogram or graph is built
     from .cartogram import Cartogram
@@ -367,8 +367,8 @@ def grid_lines(corners: ArrayLike, every: int = 4) -> tuple[list[float | None], 
     xs: list[float | None] = []
     ys: list[float | None] = []
     for line in [c[r] for r in rows] + [c[:, q] for q in cols]:
-        xs.extend(line[:, 0].tolist() + [None])
-        ys.extend(line[:, 1].tolist() + [None])
+        xs.extend([*line[:, 0].tolist(), None])
+        ys.extend([*line[:, 1].tolist(), None])
     return xs, ys
 
 

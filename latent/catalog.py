@@ -218,18 +218,19 @@ def load_or_build_catalog(
     path = _cache_path(folder, key)
     n, d = len(data), model.config.latent_dim
     found = None if rebuild else find_cached(key, n, d, folder, shipped)
-    cached = None
+    cached: dict[str, np.ndarray] | None = None
     if found is not None:
         path, cached = found
     built = cached is None
-    if built:
+    stored: Path | None = path
+    if cached is None:
         bar = None
         callback: EncodeProgress | None = None
         if progress is True:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=n, desc="encoding", unit="img", mininterval=1.0)
-            callback = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+            callback = lambda done, total: bar.update(done - bar.n)  # noqa: E731 (fills the typed slot above)
         elif callable(progress):
             callback = progress
         started = time.perf_counter()
@@ -242,10 +243,10 @@ def load_or_build_catalog(
         try:
             _write_cache(path, key, mu, sigma, seconds)
         except OSError:
-            path = None  # a read-only cache folder still gives a working (uncached) catalog
+            stored = None  # a read-only cache folder still gives a working (uncached) catalog
     else:
         mu, sigma, seconds = cached["mu"], cached["sigma"], float(cached["encode_seconds"])
-    return _catalog(key, data, mu, sigma, path, built, seconds)
+    return _catalog(key, data, mu, sigma, stored, built, seconds)
 
 
 def kl_per_dimension(catalog: Catalog) -> np.ndarray:

@@ -17,6 +17,7 @@ default Zalando Research's mirror), verified against the official MD5s, and writ
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -267,7 +268,7 @@ def download_file(
     try:
         with atomic_writer(destination) as out:  # renamed into place only if the block completes
             try:
-                response = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (fixed https/http mirror)
+                response = urllib.request.urlopen(url, timeout=timeout)  # a fixed https/http mirror
             except urllib.error.HTTPError as exc:
                 raise DataError(f"Downloading {url} failed: HTTP {exc.code} {exc.reason}.") from None
             with response:
@@ -411,7 +412,7 @@ def load_fashion_mnist(
             return cached
 
     images, labels, flags = [], [], []
-    for split, count in zip(("train", "test"), expected_counts or (None, None)):
+    for split, count in zip(("train", "test"), expected_counts or (None, None), strict=True):
         imgs = read_idx(folder / FILES[f"{split}-images"], "images", count)
         labs = read_idx(folder / FILES[f"{split}-labels"], "labels", count)
         if len(imgs) != len(labs):
@@ -436,9 +437,7 @@ def load_fashion_mnist(
         fingerprint=fingerprint_arrays(all_images, all_labels, is_test),
         source=folder,
     )
-    if cache_path is not None and (expected_counts is None or len(data) == sum(expected_counts)):
-        try:
+    if cache_path is not None and digest is not None and (expected_counts is None or len(data) == sum(expected_counts)):
+        with contextlib.suppress(OSError):  # a read-only cache folder only costs speed
             _write_array_cache(cache_path, digest, data)
-        except OSError:
-            pass  # a read-only cache folder only costs speed
     return data

@@ -44,7 +44,7 @@ def elbo_statistics(model: VAE, images: np.ndarray, n_samples: int = 4, seed: in
         kl_per_dim += kl_dims.double().sum(0)
         for _ in range(n_samples):
             z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen)
-            recon, kl = elbo_terms(x, model.decode(z), mu, logvar)
+            recon, _kl = elbo_terms(x, model.decode(z), mu, logvar)
             recon_sum += recon.double().sum().item() / n_samples
         kl_sum += kl_dims.double().sum().item()
     n = len(images)
@@ -137,7 +137,7 @@ def save_sample_sheet(checkpoint: str | os.PathLike[str], data: FashionMNIST, pa
             y, x = pad + i * (side + pad), pad + j * (side + pad)
             sheet[y : y + side, x : x + side] = 1.0 - img  # dark garments on white
     image = Image.fromarray((sheet * 255).round().astype(np.uint8), mode="L")
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
     with atomic_writer(path) as fh:
         image.save(fh, format="PNG")
@@ -149,7 +149,7 @@ def _epoch_spread(history: list[dict[str, Any]]) -> str:
     seconds = [row["seconds"] for row in history]
     if len(seconds) < 2:
         return ""
-    per_epoch = np.diff([0.0] + seconds)
+    per_epoch = np.diff([0.0, *seconds])
     lo, hi = float(np.min(per_epoch)), float(np.max(per_epoch))
     if hi < 2 * lo:
         return f" ({np.median(per_epoch):.0f} s per epoch)"
@@ -213,7 +213,8 @@ def write_model_card(report: dict[str, Any], path: str | os.PathLike[str],
         f"| KL(q(z\\|x) \\|\\| p(z)) | {r['test_kl']:.2f} nats |",
         f"| active latent units (mean KL > {ACTIVE_UNIT_THRESHOLD} nats) | {r['active_units']} of {c['latent_dim']} |",
         f"| kNN class accuracy, k = {r['knn_k']}, train -> test, on latent means mu | {r['knn_accuracy_latent']:.4f} |",
-        f"| kNN class accuracy, k = {r['knn_k']}, train -> test, on raw pixels (baseline) | {r['knn_accuracy_pixels']:.4f} |",
+        f"| kNN class accuracy, k = {r['knn_k']}, train -> test, on raw pixels (baseline) "
+        f"| {r['knn_accuracy_pixels']:.4f} |",
         f"| time to encode all 70,000 items | {r['encode_seconds_70k']:.1f} s on {r['eval_machine']} |",
         "",
         f"Mean KL per latent dimension (nats): {kl_dims}.",

@@ -168,6 +168,7 @@ def continuous_geodesic(
         E_ref = float((K - 1) * m.squared(Xs[:-1], Xs[1:]).sum())  # not inflated by a poor init
     E0 = float(energy_and_grad())
     tol_change = rtol * max(E_ref, 1e-300)
+    opt: torch.optim.Optimizer
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS([inner], lr=1.0, max_iter=max_iter, max_eval=int(max_iter * 1.25) + 1,
                                 tolerance_grad=0.0, tolerance_change=tol_change, history_size=20,
@@ -531,10 +532,10 @@ def grid_geodesic(outputs: ArrayLike, source: tuple[int, int], target: tuple[int
     dist, pred = dijkstra(graph, directed=False, indices=s_id, return_predecessors=True)
     if target is None:
         return GridGeodesic(dist.reshape(n_t, n_s), np.zeros((0, 2), dtype=int), float("nan"))
-    node = int(ids[target[0], target[1]])
-    chain = [node]
+    t_id = int(ids[target[0], target[1]])
+    chain = [t_id]
     while chain[-1] != s_id:
         chain.append(int(pred[chain[-1]]))
     chain = chain[::-1]
     path = np.stack(np.unravel_index(np.array(chain), (n_t, n_s)), axis=1)
-    return GridGeodesic(dist.reshape(n_t, n_s), path, float(dist[node]))
+    return GridGeodesic(dist.reshape(n_t, n_s), path, float(dist[t_id]))

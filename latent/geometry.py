@@ -203,7 +203,7 @@ def _jvps(fn: TensorFn, Z: torch.Tensor, tangents: torch.Tensor) -> tuple[torch.
     primal = None
     cols = []
     for i in range(tangents.shape[0]):
-        primal, col = jvp(fn, (Z,), (tangents[i].expand_as(Z),))
+        primal, col = jvp(fn, (Z,), (tangents[i].expand_as(Z),))  # type: ignore[misc]  # 3 values only with has_aux
         cols.append(col)
     assert primal is not None
     return primal, torch.stack(cols, dim=-1)  # (B, D, m)
@@ -571,13 +571,14 @@ def make_slice(origin: ArrayLike, u: ArrayLike, v: ArrayLike, *,
     gram = np.array([[uu @ uu, uu @ vv], [uu @ vv, vv @ vv]])
     if np.linalg.det(gram) <= 1e-12 * max(gram[0, 0] * gram[1, 1], 1e-300):
         raise ValueError("u and v must be linearly independent (non-zero and not parallel)")
-    if np.isscalar(extent):
-        e = float(extent)  # type: ignore[arg-type]
+    box: tuple[float, ...]
+    if isinstance(extent, (int, float, np.integer, np.floating)):
+        e = float(extent)
         if not (e > 0 and math.isfinite(e)):
             raise ValueError(f"extent must be positive, got {extent}")
         box = (-e, e, -e, e)
     else:
-        box = tuple(float(x) for x in extent)  # type: ignore[union-attr]
+        box = tuple(float(x) for x in extent)
         if len(box) != 4 or not (box[0] < box[1] and box[2] < box[3]) or not all(map(math.isfinite, box)):
             raise ValueError(f"extent must be e > 0 or (s_min, s_max, t_min, t_max) with min < max, got {extent}")
     n_s, n_t = (resolution, resolution) if isinstance(resolution, (int, np.integer)) else tuple(resolution)
@@ -616,11 +617,11 @@ def slice_through(origin: ArrayLike, a: ArrayLike, b: ArrayLike, *, margin: floa
     u = ua / na
     w = wb - (wb @ u) * u
     nw = np.linalg.norm(w)
-    if nw <= 1e-12 * max(np.linalg.norm(wb), 1e-300):
+    if nw <= 1e-12 * max(float(np.linalg.norm(wb)), 1e-300):
         raise ValueError("a, b and origin are collinear; they do not span a plane")
     v = w / nw
     if extent is None:
-        reach = max(na, abs(wb @ u), abs(wb @ v))
+        reach = max(float(na), float(abs(wb @ u)), float(abs(wb @ v)))
         extent = margin * reach
     return make_slice(o, u, v, extent=extent, resolution=resolution)
 

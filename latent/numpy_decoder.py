@@ -18,6 +18,7 @@ SHA-256 and read back with ``allow_pickle=False``; the results agree with torch 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from collections.abc import Callable
@@ -85,7 +86,7 @@ class NumpyDecoder:
     @property
     def _q(self) -> int:
         channels = self.weights["deconv1_weight"].shape[0]
-        return int(round((self.weights["fc2_weight"].shape[0] / channels) ** 0.5))
+        return round((self.weights["fc2_weight"].shape[0] / channels) ** 0.5)
 
     @classmethod
     def from_model(cls, model: VAE, checkpoint_sha256: str) -> NumpyDecoder:
@@ -122,7 +123,7 @@ class NumpyDecoder:
         """Write the weights atomically to ``path`` (an uncompressed ``.npz``)."""
         path = Path(path)
         with atomic_writer(path) as fh:
-            np.savez(fh, format_version=np.array(FORMAT_VERSION),
+            np.savez(fh, allow_pickle=False, format_version=np.array(FORMAT_VERSION),
                      checkpoint_sha256=np.array(self.checkpoint_sha256), **self.weights)
         return path
 
@@ -148,7 +149,7 @@ def _consistent(w: dict[str, np.ndarray]) -> bool:
         hidden, d = w["fc1_weight"].shape
         channels = w["deconv1_weight"].shape[0]
         flat = w["fc2_weight"].shape[0]
-        q = int(round((flat / channels) ** 0.5))
+        q = round((flat / channels) ** 0.5)
         return (
             d >= 1 and q * q * channels == flat and w["fc1_bias"].shape == (hidden,)
             and w["fc2_weight"].shape == (flat, hidden) and w["fc2_bias"].shape == (flat,)
@@ -174,9 +175,7 @@ def load_or_export(
     decoder = NumpyDecoder.load(path, checkpoint_sha256) if checkpoint_sha256 else None
     if decoder is None:
         decoder = NumpyDecoder.from_model(load_model(), checkpoint_sha256)
-        try:
+        with contextlib.suppress(OSError):
             decoder.save(path)
-        except OSError:
-            pass
     return decoder
 

@@ -525,7 +525,7 @@ def load_map(
             n_features = int(npz["n_features"][()])
             umap_version = str(npz["umap_version"][()])
             embedding = npz["embedding"]
-    except Exception as exc:  # noqa: BLE001 (any unreadable file is reported, never raised)
+    except Exception as exc:  # any unreadable file is reported, never raised
         return MapLoad("corrupt", f"{path} cannot be read as a map file ({type(exc).__name__}: {exc})", path)
     if fmt != MAP_FORMAT or version != MAP_FORMAT_VERSION:
         wanted = f"{MAP_FORMAT!r} v{MAP_FORMAT_VERSION}"
@@ -544,9 +544,9 @@ def load_map(
     if embedding.dtype.kind != "f" or not np.isfinite(embedding).all():
         return MapLoad("corrupt", f"{path} holds a non-finite or non-float embedding ({embedding.dtype})", path)
     if like is not None:
-        wanted = like.embedding_params()
-        if any(params.get(name) != value for name, value in wanted.items()):
-            return MapLoad("stale", f"{path} was made with {params}, not {wanted}", path)
+        wanted_params = like.embedding_params()
+        if any(params.get(name) != value for name, value in wanted_params.items()):
+            return MapLoad("stale", f"{path} was made with {params}, not {wanted_params}", path)
         projector = clone_params(like)
     else:
         known = {name: params[name] for name in EMBEDDING_PARAMS if name in params}
@@ -688,13 +688,13 @@ def placement_agreement(
 
     tree = cKDTree(np.asarray(projector.embedding_, dtype=np.float64))
     dist_t, nn_t = tree.query(transformed, k=m)
-    dist_p, nn_p = tree.query(placed, k=m)
+    _dist_p, nn_p = tree.query(placed, k=m)
     nn_t = np.asarray(nn_t).reshape(len(held), m)
     nn_p = np.asarray(nn_p).reshape(len(held), m)
     radius = np.asarray(dist_t).reshape(len(held), m)[:, -1]
     offset = np.linalg.norm(placed - transformed, axis=1)
     extent = projector.extent()
-    overlap = np.mean([len(np.intersect1d(a, b, assume_unique=True)) / m for a, b in zip(nn_p, nn_t)])
+    overlap = np.mean([len(np.intersect1d(a, b, assume_unique=True)) / m for a, b in zip(nn_p, nn_t, strict=True)])
     result: dict[str, Any] = {
         "n_train": int(n_train),
         "n_heldout": int(held.shape[0]),
@@ -755,7 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m latent.projection", description=main.__doc__.splitlines()[0])
+    summary = (main.__doc__ or "").partition("\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m latent.projection", description=summary)
     parser.add_argument("mu", help=".npy file of (N, d) encoded means")
     parser.add_argument("--labels", default=None, help=".npy file of (N,) class labels (adds class agreement)")
     parser.add_argument("--heldout-mask", default=None, help=".npy (N,) bool, True for held-out rows "

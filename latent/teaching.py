@@ -315,9 +315,9 @@ def kl_identity(z: ArrayLike, s: ArrayLike | float, mu: ArrayLike, sigma: ArrayL
 def identity_latex(identity: KLIdentity, digits: int = 3) -> str:
     """``st.latex`` source: KL = -log q + sum s^2/(2 sigma^2) + c(s) with this item's numbers under each term."""
     return (
-        r"\underbrace{\mathrm{KL}}_{" + num(identity.kl, digits) + r"}"
-        r" = \underbrace{-\log q(z \mid x)}_{" + num(identity.neg_log_likelihood, digits) + r"}"
-        r" + \underbrace{\sum_j \frac{s_j^2}{2\sigma_j^2}}_{" + num(identity.spread_penalty, digits) + r"}"
+        r"\underbrace{\mathrm{KL}}_{" + num(float(identity.kl), digits) + r"}"
+        r" = \underbrace{-\log q(z \mid x)}_{" + num(float(identity.neg_log_likelihood), digits) + r"}"
+        r" + \underbrace{\sum_j \frac{s_j^2}{2\sigma_j^2}}_{" + num(float(identity.spread_penalty), digits) + r"}"
         r" + \underbrace{c(s)}_{" + num(identity.constant, digits) + r"},"
         r"\qquad c(s) = -\sum_j \log s_j - \frac{d}{2}(1 + \log 2\pi)"
     )

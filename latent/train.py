@@ -76,7 +76,8 @@ def machine_description() -> str:
     """A one-line description of where training ran, for the model card."""
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)}"
-    return f"CPU {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return (f"CPU {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
 
 
 def train(

@@ -519,7 +519,7 @@ class UrlSchema:
                     f"URL key {spec.name!r} is already in the schema; pass replace_existing=True to replace it"
                 )
             return UrlSchema(tuple(spec if f.name == spec.name else f for f in self.fields))
-        return UrlSchema(self.fields + (spec,))
+        return UrlSchema((*self.fields, spec))
 
     def defaults(self, ctx: ParseContext) -> QueryState:
         """The state of a URL with no parameters."""
@@ -562,7 +562,7 @@ class UrlSchema:
             except FieldError as exc:
                 value = spec.default(ctx)
                 warnings.append(str(exc))
-            except Exception as exc:  # noqa: BLE001 (a faulty extension parser must not break the page)
+            except Exception as exc:  # a faulty extension parser must not break the page
                 value = spec.default(ctx)
                 warnings.append(f"{spec.name}={quote(raw)} could not be read ({type(exc).__name__}); ignored")
             values[spec.name] = value

@@ -10,7 +10,6 @@ from ui.figures.map import atlas_map
 from ui.page import start_page
 from ui.resources import get_map
 
-
 MAP_KEY = "atlas_map"
 
 res, index, presenting = start_page()
@@ -53,7 +52,7 @@ with side:
         st.page_link("pages/explore.py", label="Open in Explore", icon=":material/tune:")
     st.markdown("**Nearest items**")
     st.markdown("\n".join(f"{r + 1}. {CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {v:.2f}"
-                          for r, (i, v) in enumerate(zip(items, values))))
+                          for r, (i, v) in enumerate(zip(items, values, strict=True))))
 
 fig = atlas_map(projector.embedding_, res.catalog.labels, items, where, f"top-{q.k} ({q.score})",
                 height=presentation.size(720, 820), font=presentation.font_size())

@@ -9,7 +9,6 @@ from ui import state
 from ui.figures.compare import agreement_heatmap, distance_likelihood
 from ui.page import start_page
 
-
 res, index, presenting = start_page()
 
 st.title("Compare the scores")
@@ -46,7 +45,8 @@ for name in names:
         st.caption(("Higher" if score.higher_is_nearer else "Lower") + " is nearer.")
     with c_strip:
         st.image(png_bytes(strip(res.data.images[rows["item"].to_numpy()], scale=2, gap=4)),
-                 caption=" · ".join(f"#{i} {v:.2f}" for i, v in zip(rows["item"], rows["value"])), output_format="PNG")
+                 caption=" · ".join(f"#{i} {v:.2f}" for i, v in zip(rows["item"], rows["value"], strict=True)),
+                 output_format="PNG")
 
 st.subheader("How much do the rankings agree?")
 overlap, tau = agreement(index, z, names, q.k, q.s)

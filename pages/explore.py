@@ -9,8 +9,7 @@ from latent.render import png_bytes, sheet
 from latent.scores import SCORES
 from ui import presentation, state
 from ui.page import start_page
-from ui.resources import thumbnail_png, active_dimensions
-
+from ui.resources import active_dimensions, thumbnail_png
 
 #: Headings of the three galleries.
 GALLERY_TITLES = {"likelihood": "Log-likelihood log q(z|x)", "euclidean": "Euclidean ‖z − μ(x)‖",
@@ -89,14 +88,14 @@ table = neighbour_table(index, res.catalog, z, state.EXPLORE_SCORES, q.k, q.s)
 
 # ----------------------------------------------------------------------------- neighbours
 columns = st.columns(len(state.EXPLORE_SCORES), gap="medium")
-for column, name in zip(columns, state.EXPLORE_SCORES):
+for column, name in zip(columns, state.EXPLORE_SCORES, strict=True):
     score = SCORES[name]
     rows = table[table["score"] == name]
     with column:
         st.markdown(f"#### {GALLERY_TITLES[name]}")
         st.caption(score.summary + (" Higher is nearer." if score.higher_is_nearer else " Lower is nearer."))
         thumbs = [thumbnail_png(res, i, presentation.size(3, 4)) for i in rows["item"]]
-        captions = [f"{c} #{i} · {v:.2f}" for c, i, v in zip(rows["class"], rows["item"], rows["value"])]
+        captions = [f"{c} #{i} · {v:.2f}" for c, i, v in zip(rows["class"], rows["item"], rows["value"], strict=True)]
         st.image(thumbs, caption=captions, width=presentation.size(84, 112), output_format="PNG")
 
 if not presenting:

@@ -6,8 +6,8 @@ import streamlit as st
 
 from latent.catalog import kl_per_dimension
 from latent.data import CLASS_NAMES
-from ui.resources import get_resources
 from ui.navigation import require_app
+from ui.resources import get_resources
 
 require_app()
 

@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latent.data import FILES, FashionMNIST, fingerprint_arrays, load_fashion_mnist, missing_files, resolve_data_dir, write_idx
+from latent.data import (
+    FILES,
+    FashionMNIST,
+    fingerprint_arrays,
+    load_fashion_mnist,
+    missing_files,
+    resolve_data_dir,
+    write_idx,
+)
 
 
 def make_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

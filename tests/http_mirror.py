@@ -16,7 +16,7 @@ from tests.conftest import write_dataset
 class MirrorHandler(http.server.BaseHTTPRequestHandler):
     """Serves ``server.files[name]``; ``server.mode[name]`` may be 'truncate' (promise more bytes)."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:  # the http.server API's name
         name = self.path.rsplit("/", 1)[-1]
         self.server.requests.append(name)
         body = self.server.files.get(name)

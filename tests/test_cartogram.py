@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tests.geometry_oracles import readonly
 from latent.cartogram import (
     cell_areas,
     flow_cartogram,
@@ -14,6 +13,7 @@ from latent.cartogram import (
     resize_density,
     splat_density,
 )
+from tests.geometry_oracles import readonly
 
 
 def cell_grid(n_y: int, n_x: int) -> tuple[np.ndarray, np.ndarray]:

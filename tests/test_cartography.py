@@ -322,7 +322,7 @@ def test_url_measure_names_match_the_geometry_measures_and_need_no_torch() -> No
     from latent.cartography_url import MEASURE_NAMES
     from latent.geometry import MEASURES
 
-    assert MEASURE_NAMES == tuple(MEASURES)
+    assert tuple(MEASURES) == MEASURE_NAMES
     # Every page reads the URL schema at start-up: it must not pull in torch or scipy.
     code = "import sys, latent.cartography_url; print(sorted({'torch', 'scipy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

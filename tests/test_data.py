@@ -103,7 +103,7 @@ def test_unknown_kind_is_a_value_error(tmp_path):
 def test_image_and_label_counts_must_agree(tmp_path):
     write_dataset(tmp_path, n_train=10, n_test=4)
     write_idx(tmp_path / FILES["train-labels"], make_images(9)[1])
-    with pytest.raises(DataError, match="holds 10 images but .* holds 9 labels"):
+    with pytest.raises(DataError, match=r"holds 10 images but .* holds 9 labels"):
         load_fashion_mnist(tmp_path, download=False, expected_counts=None)
 
 

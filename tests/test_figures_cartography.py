@@ -33,7 +33,7 @@ def test_heatmap_is_the_log_mf_on_shifted_axes_with_the_query_at_the_offset():
                      "query z"]
     lines = {t.name: t for t in fig.data[1:]}
     np.testing.assert_allclose(np.c_[lines["geodesic · 2.25"].x, lines["geodesic · 2.25"].y],
-                               geodesic.points + [0.5, -1.0])
+                               geodesic.points + np.array([0.5, -1.0]))
     assert (fig.data[-1].x, fig.data[-1].y) == ((0.5,), (-1.0,))
     assert list(fig.data[1].customdata) == [42]
     assert list(fig.layout.xaxis.range) == [-2.5, 3.5] and list(fig.layout.yaxis.range) == [-3.0, 1.0]
@@ -55,7 +55,7 @@ def test_slice_cartogram_places_each_garment_at_its_tile():
     np.testing.assert_array_equal(grid.x, [0.5, 1.5, np.nan, 2.5])  # None: a break between lines
     images = fig.layout.images
     assert len(images) == 4
-    for image, (r, c) in zip(images, [(0, 0), (0, 1), (1, 0), (1, 1)]):
+    for image, (r, c) in zip(images, [(0, 0), (0, 1), (1, 0), (1, 1)], strict=True):
         assert (image.x, image.y) == (centres[r, c, 0] + 0.5, centres[r, c, 1] - 1.0)
         assert image.sizex == image.sizey == sides[r, c]
         assert image.source.startswith("data:image/png;base64,")

@@ -7,16 +7,6 @@ import pytest
 import torch
 from scipy.sparse.csgraph import dijkstra
 
-from tests.geometry_oracles import (
-    cylinder,
-    great_circle,
-    linear,
-    mlp_logits,
-    orthonormal,
-    readonly,
-    sphere,
-    sphere_point,
-)
 from latent.geodesic import (
     LatentGraph,
     continuous_geodesic,
@@ -36,6 +26,16 @@ from latent.geometry import (
     vae_decoder,
 )
 from latent.model import VAE
+from tests.geometry_oracles import (
+    cylinder,
+    great_circle,
+    linear,
+    mlp_logits,
+    orthonormal,
+    readonly,
+    sphere,
+    sphere_point,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
@@ -286,7 +286,7 @@ def test_graph_path_is_a_chain_of_edges_summing_to_the_distance(sphere_graph):
 
 
 def test_graph_progress_is_monotone_and_complete(sphere_graph):
-    _, _, g, calls = sphere_graph
+    _, _, _g, calls = sphere_graph
     done = [c[0] for c in calls]
     assert len(calls) >= 2 and done == sorted(done)
     assert calls[-1][0] == calls[-1][1] and len({c[1] for c in calls}) == 1
@@ -313,7 +313,7 @@ def test_graph_pruning_and_bridging_keep_one_component():
 
 
 def test_graph_save_load_roundtrip(tmp_path, sphere_graph):
-    dec, Z, g, _ = sphere_graph
+    dec, _Z, g, _ = sphere_graph
     key = g.cache_key("modelhash123")
     assert "modelhash123" in key and "l2" in key
     path = g.save(tmp_path / "graph.npz", key)

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import jacfwd, vmap
 
-from tests.geometry_oracles import cylinder, function_graph, linear, mlp_logits, readonly, sphere
 from latent.geometry import (
     MEASURES,
     METRICS,
@@ -44,6 +43,7 @@ from latent.geometry import (
     vae_decoder,
 )
 from latent.model import VAE
+from tests.geometry_oracles import cylinder, function_graph, linear, mlp_logits, readonly, sphere
 
 # torch warns once, from inside its own forward-mode AD set-up, that torch.jit.script is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
@@ -172,7 +172,7 @@ def test_grid_magnification_tends_to_exact_slice_mf_on_the_sphere():
 
 
 def _sphere_G(theta: np.ndarray) -> np.ndarray:
-    G = np.zeros(theta.shape + (2, 2))
+    G = np.zeros((*theta.shape, 2, 2))
     G[..., 0, 0] = 1.0
     G[..., 1, 1] = np.sin(theta) ** 2
     return G
@@ -306,7 +306,7 @@ def test_reparametrisation_transforms_metric_by_P():
 
 def test_measure_registry_rejects_unknown_names_and_lists_valid_ones():
     assert set(MEASURES) >= {"l2", "bernoulli_kl"}
-    with pytest.raises(ValueError, match="unknown measure 'kll'.*l2.*bernoulli_kl"):
+    with pytest.raises(ValueError, match=r"unknown measure 'kll'.*l2.*bernoulli_kl"):
         get_measure("kll")
     assert get_measure(MEASURES["l2"]) is MEASURES["l2"]
     with pytest.raises(ValueError, match="unknown metric 'riemann'; choose one of: pullback, fisher_rao"):
@@ -428,9 +428,8 @@ def test_torch_threads_restores_setting():
     with torch_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    with pytest.raises(ValueError):
-        with torch_threads(0):
-            pass
+    with pytest.raises(ValueError), torch_threads(0):
+        pass
 
 
 def test_importing_does_no_work_and_never_pulls_in_streamlit():

@@ -46,19 +46,17 @@ def test_the_temporary_file_is_beside_the_destination_and_the_destination_is_unt
 def test_an_exception_in_the_writer_leaves_the_old_file_and_no_temporary_file(tmp_path, error):
     path = tmp_path / "weights.npz"
     path.write_bytes(b"old contents")
-    with pytest.raises(type(error)):
-        with atomic_writer(path) as fh:
-            fh.write(b"half of the new")
-            raise error
+    with pytest.raises(type(error)), atomic_writer(path) as fh:
+        fh.write(b"half of the new")
+        raise error
     assert path.read_bytes() == b"old contents"
     assert listing(tmp_path) == ["weights.npz"]
 
 
 def test_an_exception_without_an_old_file_leaves_nothing(tmp_path):
-    with pytest.raises(ValueError):
-        with atomic_writer(tmp_path / "new.bin") as fh:
-            fh.write(b"partial")
-            raise ValueError("stop")
+    with pytest.raises(ValueError), atomic_writer(tmp_path / "new.bin") as fh:
+        fh.write(b"partial")
+        raise ValueError("stop")
     assert listing(tmp_path) == []
 
 
@@ -141,9 +139,8 @@ def test_text_is_written_in_the_given_encoding(tmp_path):
 
 
 def test_unknown_mode_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="'wb' or 'w'"):
-        with atomic_writer(tmp_path / "x", mode="ab"):  # type: ignore[arg-type]
-            pass
+    with pytest.raises(ValueError, match="'wb' or 'w'"), atomic_writer(tmp_path / "x", mode="ab"):  # type: ignore[arg-type]
+        pass
     assert listing(tmp_path) == []
 
 

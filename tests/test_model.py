@@ -9,8 +9,16 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from latent.model import (CheckpointError, VAE, VAEConfig, count_macs, count_parameters, elbo_terms,
-                          load_checkpoint, save_checkpoint)
+from latent.model import (
+    VAE,
+    CheckpointError,
+    VAEConfig,
+    count_macs,
+    count_parameters,
+    elbo_terms,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 @pytest.mark.parametrize("d", [10, 3])
@@ -21,7 +29,7 @@ def test_shapes(d):
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (5, d)
     assert model.decode(mu).shape == (5, 1, 28, 28)
-    logits, mu2, logvar2 = model(x)
+    logits, mu2, _logvar2 = model(x)
     assert logits.shape == (5, 1, 28, 28) and mu2.shape == (5, d)
     p = model.decode_mean(torch.randn(4, d))
     assert ((p > 0) & (p < 1)).all()
@@ -45,8 +53,8 @@ def test_elbo_terms_match_independent_references():
     recon, kl = elbo_terms(x, logits, mu, logvar)
     p = torch.sigmoid(logits.double())
     reference_recon = -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(-1)
-    reference_kl = kl_divergence(Normal(mu.double(), (0.5 * logvar.double()).exp()),
-                                 Normal(torch.zeros(10, dtype=torch.double), torch.ones(10, dtype=torch.double))).sum(-1)
+    prior = Normal(torch.zeros(10, dtype=torch.double), torch.ones(10, dtype=torch.double))
+    reference_kl = kl_divergence(Normal(mu.double(), (0.5 * logvar.double()).exp()), prior).sum(-1)
     torch.testing.assert_close(recon.double(), reference_recon, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(kl.double(), reference_kl, rtol=1e-5, atol=1e-5)
 
@@ -104,7 +112,7 @@ def test_corrupt_or_truncated_checkpoint_is_a_clear_error(tmp_path, cut):
     path = save_checkpoint(VAE(), tmp_path / "m.pt")
     data = path.read_bytes()
     path.write_bytes(data[:cut] if cut else b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="corrupt|refused"):
+    with pytest.raises(CheckpointError, match=r"corrupt|refused"):
         load_checkpoint(path)
 
 

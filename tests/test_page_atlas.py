@@ -64,7 +64,8 @@ def test_query_and_neighbours_are_placed_right(expected, shipped_map, score, k):
     weights = 1.0 / distances[nearest]
     reference = (weights[:, None] * shipped_map[nearest]).sum(0) / weights.sum()
     star = traces["query z"]
-    np.testing.assert_allclose([plotly_array(star["x"])[0], plotly_array(star["y"])[0]], reference, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose([plotly_array(star["x"])[0], plotly_array(star["y"])[0]], reference,
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_a_catalog_item_sits_exactly_on_its_own_point(expected, shipped_map):

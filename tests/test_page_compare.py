@@ -25,7 +25,7 @@ def test_every_score_is_ranked_and_matches_the_index(expected):
     z = np.array([float(v) for v in param(at, "z").split(",")], np.float32)
     strips = [c for c, _ in captions_with(at, r"^#\d+ ")]
     assert len(strips) == len(SCORES)
-    for caption, name in zip(strips, SCORES):
+    for caption, name in zip(strips, SCORES, strict=True):
         shown = [int(v) for v in re.findall(r"#(\d+)", caption)]
         items, _ = expected.index.search(z, score=name, k=6)
         assert shown == items.tolist(), name

@@ -78,7 +78,7 @@ def test_neighbour_galleries_equal_the_search_index(expected, k, spread):
     zq = query_z(at)
     shown = galleries(at)
     for name in SCORES_SHOWN:
-        items, values = expected.index.search(zq, score=name, k=k, s=spread)
+        items, _values = expected.index.search(zq, score=name, k=k, s=spread)
         assert shown[name] == items.tolist(), name
     captions = [c for c, _ in captions_with(at, r"#\d+ · ")]
     first = captions[0]
@@ -87,7 +87,7 @@ def test_neighbour_galleries_equal_the_search_index(expected, k, spread):
 
 def test_rankings_csv_download_matches_the_galleries(expected, media):
     at = new_app(PAGE, z="1,1,1,1,1,0,0,0,0,0", k="5").run()
-    button = [b for b in at.get("download_button") if b.proto.label.startswith("Download rankings")][0]
+    button = next(b for b in at.get("download_button") if b.proto.label.startswith("Download rankings"))
     frame = pd.read_csv(io.BytesIO(media.files[re.search(r"([0-9a-f]{20,})\.\w+$", button.proto.url).group(1)]))
     zq = query_z(at)
     for name in SCORES_SHOWN:
@@ -107,7 +107,8 @@ def test_starting_from_an_item_shows_original_and_reconstruction(expected, media
     (_, original), = captions_with(at, "^Original")
     (_, recon), = captions_with(at, "^Reconstruction")
     np.testing.assert_array_equal(media.pixels(original), upscale(expected.data.images[item], 6))
-    assert_same_picture(media.pixels(recon), upscale(to_uint8(decode_images(expected.model, expected.catalog.mu[item])), 6))
+    decoded = to_uint8(decode_images(expected.model, expected.catalog.mu[item]))
+    assert_same_picture(media.pixels(recon), upscale(decoded, 6))
     # Moving a slider leaves the item: z is no longer its mean.
     at.slider(key="w_z1").set_value(0.0).run()
     assert "item" not in at.query_params

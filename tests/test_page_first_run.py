@@ -38,7 +38,7 @@ def test_a_download_that_fails_its_md5_is_refused_and_not_saved(empty_data, monk
     """The local copy's files are valid IDX but not the official downloads, so their MD5s must not match."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = (real_data_dir / self.path.rsplit("/", 1)[-1]).read_bytes()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))

@@ -168,7 +168,7 @@ def test_step_3_ranks_by_log_q_and_fills_the_formula_for_the_top_item(expected, 
     j = int(at.selectbox(key="w_learn_dim").value)
     b = int(at.selectbox(key="w_learn_vs").value)
     dots = [t for t in figure(at, "learn_two_gaussians")["data"] if (t.get("meta") or {}).get("at_z")]
-    for dot, item in zip(dots, (int(top[0]), b)):
+    for dot, item in zip(dots, (int(top[0]), b), strict=True):
         m, s = expected.catalog.mu[item, j], expected.catalog.sigma[item, j]
         assert plotly_array(dot["y"])[0] == pytest.approx(stats.norm.pdf(z[j], m, s), rel=1e-5)
 
@@ -217,7 +217,7 @@ def test_step_4_kl_closed_form_identity_and_overlap_curve(expected, catalog64):
     (curve,) = traces(at, "learn_overlap", "overlap")
     spreads, overlap = plotly_array(curve["x"]), plotly_array(curve["y"])
     assert spreads[0] > spreads[-1] and len(spreads) >= 8
-    for s, value in zip(spreads, overlap):
+    for s, value in zip(spreads, overlap, strict=True):
         kl_all = kl_divergence(Normal(z, torch.full_like(z, float(s))), Normal(mu, sigma)).sum(1)
         kl_top = torch.argsort(kl_all, stable=True)[:8].numpy()
         assert value == pytest.approx(len(set(kl_top) & set(top)) / 8), s
@@ -314,7 +314,7 @@ def test_step_7_straight_frames_are_decoded_along_the_line_and_the_geodesic_keep
         ts = np.linspace(0, 1, len(fig["frames"]))
         points = (1 - ts[:, None]) * mu[ITEM] + ts[:, None] * mu[end]
         reference = decoded(expected, points)
-        for frame, ref in zip(fig["frames"], reference):
+        for frame, ref in zip(fig["frames"], reference, strict=True):
             np.testing.assert_allclose(plotly_array(frame["data"][0]["z"]), ref, atol=1e-5)
 
     check_frames(target)

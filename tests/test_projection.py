@@ -166,7 +166,7 @@ def test_bad_parameters_and_unfitted_use_raise():
         place_points(np.zeros(2), np.zeros((3, 2)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="finite"):
         MapProjector.from_embedding(np.array([[np.nan, 0.0]] * 3), np.zeros((3, 2)))
-    with pytest.raises(ValueError, match="unknown parameter 'n_neighbours'.*n_neighbors"):
+    with pytest.raises(ValueError, match=r"unknown parameter 'n_neighbours'.*n_neighbors"):
         MapProjector().set_params(n_neighbours=5)
     with pytest.raises(ValueError, match="more rows than n_neighbors"):
         MapProjector(n_neighbors=15).fit(np.zeros((10, 3)))
@@ -214,7 +214,7 @@ def test_placement_at_70k_matches_brute_force():
     # 3e-7 for these positions (|x| < 5). 1e-6 covers that and is far below the 0.1-scale move that one wrong
     # neighbour among the ten would cause.
     np.testing.assert_allclose(proj.place(queries), expected, rtol=0, atol=1e-6)
-    for z, want in zip(queries[:3], expected[:3]):  # one query at a time, a (1, d) block
+    for z, want in zip(queries[:3], expected[:3], strict=True):  # one query at a time, a (1, d) block
         np.testing.assert_allclose(proj.place(z), want, rtol=0, atol=1e-6)
 
 
@@ -445,7 +445,7 @@ def test_load_or_fit_rebuilds_stale_cache_and_saves(tmp_path):
 
 @pytest.mark.slow
 def test_measure_placement_agreement_requires_nothing_but_arrays():
-    x, y = blobs(160, seed=3)
+    x, _y = blobs(160, seed=3)
     report = measure_placement_agreement(x[:130], x[130:], like=MapProjector(n_neighbors=8, n_epochs=30))
     assert report["n_heldout"] == 30 and "class_agreement" not in report
 

@@ -196,7 +196,7 @@ def test_overlap_curve_matches_brute_force_and_reaches_one_as_s_shrinks(seed, k)
 
 def test_overlap_curve_validates():
     mu, sigma = catalog(10, 2)
-    with pytest.raises(ValueError, match="k must be in 1..10"):
+    with pytest.raises(ValueError, match=r"k must be in 1\.\.10"):
         teaching.overlap_curve(np.zeros(2), mu, sigma, 11, [0.1])
     with pytest.raises(ValueError, match="s must be > 0"):
         teaching.overlap_curve(np.zeros(2), mu, sigma, 3, [0.0])
@@ -280,5 +280,5 @@ def test_inputs_are_not_modified():
     teaching.overlap_curve(z, mu, sigma, 5, [0.1, 1.0])
     teaching.aggregate_density(mu, sigma, np.linspace(-1, 1, 5))
     teaching.reparameterise(mu[0], sigma[0], np.ones((2, 3)))
-    for a, b in zip(before, (mu, sigma, z)):
+    for a, b in zip(before, (mu, sigma, z), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -118,7 +118,7 @@ def test_catalog_means_survive_a_round_trip_without_clamping():
     mu = (rng.standard_t(3, size=(5000, D)) * 1.5).astype(np.float32)  # heavy tails: some |mu| > 5
     assert np.abs(mu).max() > 5
     bound = slider_bound(mu)
-    for i in rng.choice(len(mu), 300, replace=False).tolist() + [int(np.abs(mu).max(axis=1).argmax())]:
+    for i in [*rng.choice(len(mu), 300, replace=False).tolist(), int(np.abs(mu).max(axis=1).argmax())]:
         state = QueryState(z=tuple(mu[i].tolist()), score="kl", k=8, item=i)
         back, warnings = parse(to_query_params(state), bound=bound)
         assert warnings == []
@@ -247,14 +247,14 @@ def test_unknown_and_reserved_keys():
 
 
 def test_values_of_other_types_do_not_crash():
-    state, warnings = parse({"k": 7, "seed": b"12", "item": None, "score": ["kl", None]})
+    state, _warnings = parse({"k": 7, "seed": b"12", "item": None, "score": ["kl", None]})
     assert state.k == 7 and state.seed == 12 and state.item is None and state.score == "kl"
 
 
 # --------------------------------------------------------------------------- fuzzing
 
 ANY_TEXT = st.text(max_size=40) | st.sampled_from(["nan", "-inf", "1e999", "-0", "", " ", ",", "1,2", "9" * 60])
-KEYS = st.sampled_from(list(CORE_KEYS) + ["present", "colour", "embed", "other"]) | st.text(max_size=6)
+KEYS = st.sampled_from([*CORE_KEYS, "present", "colour", "embed", "other"]) | st.text(max_size=6)
 
 
 def assert_valid(state: QueryState) -> None:

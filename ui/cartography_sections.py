@@ -199,9 +199,10 @@ def rankings_section(v: View) -> LatentGraph | None:
         st.caption("The posterior density of each item at z. Higher is nearer."
                    + (" *geodesic #r*: the item's rank by graph geodesic distance." if distances is not None else ""))
         captions = [f"{CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {x:.2f}"
-                    for i, x in zip(v.like_items, v.like_values)]
+                    for i, x in zip(v.like_items, v.like_values, strict=True)]
         if distances is not None:
-            captions = [f"{c} · geodesic #{r}" for c, r in zip(captions, ranks_of(distances, v.like_items, False))]
+            geo_rank = ranks_of(distances, v.like_items, False)
+            captions = [f"{c} · geodesic #{r}" for c, r in zip(captions, geo_rank, strict=True)]
         _gallery(res, v.like_items, captions)
     with geo_col:
         st.markdown("#### Graph geodesic distance")
@@ -219,7 +220,7 @@ def rankings_section(v: View) -> LatentGraph | None:
             geo_items, geo_dist = top_k(distances, k)
             like_rank = ranks_of(v.index.scores_all(v.q.z_array, score="likelihood"), geo_items, True)
             _gallery(res, geo_items, [f"{CLASS_NAMES[int(res.catalog.labels[i])]} #{i} · {x:.2f} · likelihood #{r}"
-                                      for i, x, r in zip(geo_items, geo_dist, like_rank)])
+                                      for i, x, r in zip(geo_items, geo_dist, like_rank, strict=True)])
     return graph
 
 

@@ -235,7 +235,7 @@ def nearest(w: Walk) -> None:
     with c2:
         if not w.presenting:
             st.slider("Neighbours (k)", 1, state.K_MAX, key=state.W_K)
-        gallery(w, top_items, [f"{w.label(i)} · {v:.2f}" for i, v in zip(top_items, top_values)])
+        gallery(w, top_items, [f"{w.label(i)} · {v:.2f}" for i, v in zip(top_items, top_values, strict=True)])
         if not w.presenting:
             d1, d2 = st.columns(2)
             d1.download_button("Decoded z (PNG)", png_bytes(decode_images(res.model, z), scale=12),

@@ -233,7 +233,8 @@ def interpolation_animation(frames: np.ndarray, ts: np.ndarray, title: str, font
     z0 = np.asarray(frames[0], np.float64)
     heat = dict(colorscale="gray", zmin=0.0, zmax=1.0, showscale=False, hovertemplate="%{z:.2f}<extra></extra>")
     fig = go.Figure(go.Heatmap(z=z0, **heat), frames=[
-        go.Frame(data=[go.Heatmap(z=np.asarray(f, np.float64), **heat)], name=f"{t:.2f}") for f, t in zip(frames, ts)])
+        go.Frame(data=[go.Heatmap(z=np.asarray(f, np.float64), **heat)], name=f"{t:.2f}")
+        for f, t in zip(frames, ts, strict=True)])
     steps = [dict(method="animate", label=f"{t:.2f}",
                   args=[[f"{t:.2f}"], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                            transition=dict(duration=0))]) for t in ts]
