@@ -35,10 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_server, wait_healthy  # noqa: E402
 from latent.io import write_text_atomic  # noqa: E402
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_server, wait_healthy  # noqa: E402
 
-DECODED = "[...document.querySelectorAll('[data-testid=\"stImage\"]')].find(e => e.innerText.includes('Decoded garment'))"
+DECODED = ("[...document.querySelectorAll('[data-testid=\"stImage\"]')]"
+           ".find(e => e.innerText.includes('Decoded garment'))")
 
 #: The pages in menu order, as (title, URL path); the query in the link is the same for every page.
 PAGES = (("Explore", ""), ("Atlas", "atlas"), ("Compare", "compare"), ("Cartography", "cartography"),
@@ -173,7 +174,7 @@ async def first_usable_seconds(url: str, started: float) -> float:
             try:
                 await page.goto(url)
                 break
-            except Exception:  # noqa: BLE001 (server not listening yet)
+            except Exception:
                 await asyncio.sleep(0.1)
         await page.wait_for_function(f"() => {{ const e = {DECODED}; return e && e.querySelector('img')"
                                      f" && e.querySelector('img').complete && ({PAGE_SHOWN})(); }}", polling="raf")

@@ -6,9 +6,9 @@ import importlib
 import sys
 import textwrap
 
+from latent import paths
 from ui import preload
 from ui.navigation import PAGE_FILES
-from latent import paths
 
 
 def test_page_imports_reads_top_level_absolute_imports(tmp_path):

@@ -10,6 +10,7 @@ statements), so the list cannot go stale.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import threading
 from collections.abc import Iterable
@@ -35,10 +36,8 @@ def page_imports(page_files: Iterable[Path]) -> list[str]:
 
 def _import_all(modules: list[str]) -> None:
     for name in modules:
-        try:
+        with contextlib.suppress(ImportError):  # a name from a module (a function, a class), not a module
             importlib.import_module(name)
-        except ImportError:
-            pass  # a name imported from a module (a function, a class), not a module itself
 
 
 @st.cache_resource(show_spinner=False)
