@@ -50,8 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: make the library importable
     sys.path.insert(0, str(ROOT))
 
-from latent.scores import SCORES  # noqa: E402
-from latent.search import FUSED_MIN_ITEMS, SearchIndex  # noqa: E402
+from latent.scores import SCORES
+from latent.search import FUSED_MIN_ITEMS, SearchIndex
 
 SPREAD_FEATURE_SCORES = [name for name, score in SCORES.items() if score.spread_features]
 
@@ -128,9 +128,9 @@ def synthetic_catalog(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def machine() -> str:
-    from bench.machine import cpu_model
-
     import numba
+
+    from bench.machine import cpu_model
 
     cpu = cpu_model()
     return (
@@ -261,16 +261,18 @@ def bench_size(
     for threads in thread_counts:
         set_threads(threads)
         for name in names:
-            naive = NAIVE[name]
             matrix = torch.from_numpy(index.feature_matrix(name))  # (m, N_pad) float32: what one query reads
-            fused, blas = indexes["fused"], indexes["blas"]
-            timers = {
-                "naive": lambda: median_seconds(lambda i: naive(queries32[i], mu32, sigma32, s32, K), repeats.naive),
-                "fused": lambda: median_seconds(lambda i: fused.search(queries[i], name, K), repeats.index),
-                "blas": lambda: median_seconds(lambda i: blas.search(queries[i], name, K), repeats.index),
-                "floor": lambda: min_seconds(lambda: matrix.sum(), repeats.index),
-            }
-            best = interleaved(timers, repeats.rounds)
+
+            def timers(name: str = name, matrix: Tensor = matrix) -> dict[str, Callable[[], float]]:
+                naive, fused, blas = NAIVE[name], indexes["fused"], indexes["blas"]
+                return {
+                    "naive": lambda: median_seconds(lambda i: naive(queries32[i], mu32, sigma32, s32, K), repeats.naive),
+                    "fused": lambda: median_seconds(lambda i: fused.search(queries[i], name, K), repeats.index),
+                    "blas": lambda: median_seconds(lambda i: blas.search(queries[i], name, K), repeats.index),
+                    "floor": lambda: min_seconds(lambda: matrix.sum(), repeats.index),
+                }
+
+            best = interleaved(timers(), repeats.rounds)
             exact = all(
                 check_exact(indexes[b], name, queries[: repeats.exact], mu, sigma, spread) for b in ("fused", "blas")
             )
@@ -296,8 +298,10 @@ def render(rows: list[Row], colds: dict[int, dict[str, float]], prepares: dict[i
         "",
         f"d = {D}, k = {K}; median latency per query in ms. auto: the backend that SearchIndex() picks at that N.",
         "",
-        "| N | threads | score | (a) naive | (b) fused | (c) blas | (d) floor | auto | a/auto | auto/d "
-        "| c/b | exact |",
+        (
+            "| N | threads | score | (a) naive | (b) fused | (c) blas | (d) floor | auto | a/auto | auto/d "
+            "| c/b | exact |"
+        ),
         "|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in rows:

@@ -208,12 +208,12 @@ def _half_r2_minus_1_minus_log_r(r: np.ndarray) -> np.ndarray:
 
 
 @_inline
-def _plain_sum(total, d):  # noqa: ANN001, ANN202 (numpy arrays or compiled scalars)
+def _plain_sum(total, d):
     return total
 
 
 @_inline
-def _square_root(total, d):  # noqa: ANN001, ANN202
+def _square_root(total, d):
     return np.sqrt(total)
 
 
@@ -285,13 +285,13 @@ def _linear_phi(y: np.ndarray, factor: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 # likelihood: log q(z|x) = sum[-u^2/2 - log sigma] - (d/2) log 2pi, u = (z - mu)/sigma.
 @_inline
-def _likelihood_term(diff, sigma, s, t):  # noqa: ANN001, ANN202
+def _likelihood_term(diff, sigma, s, t):
     u = diff / sigma
     return -0.5 * (u * u) - t
 
 
 @_inline
-def _likelihood_finish(total, d):  # noqa: ANN001, ANN202
+def _likelihood_finish(total, d):
     return total - 0.5 * d * _LOG_2PI
 
 
@@ -308,7 +308,7 @@ def _likelihood_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s: 
 
 
 @_inline
-def _likelihood_query(y, arrays, scalars):  # noqa: ANN001, ANN202
+def _likelihood_query(y, arrays, scalars):
     phi, _, norms = _quadratic_phi(y)
     half_d_log_2pi = 0.5 * y.shape[0] * _LOG_2PI
     return phi, -half_d_log_2pi, half_d_log_2pi, norms
@@ -316,7 +316,7 @@ def _likelihood_query(y, arrays, scalars):  # noqa: ANN001, ANN202
 
 # euclidean: ||z - mu||_2.
 @_inline
-def _euclidean_term(diff, sigma, s, t):  # noqa: ANN001, ANN202
+def _euclidean_term(diff, sigma, s, t):
     return diff * diff
 
 
@@ -326,7 +326,7 @@ def _euclidean_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s: n
 
 
 @_inline
-def _euclidean_query(y, arrays, scalars):  # noqa: ANN001, ANN202
+def _euclidean_query(y, arrays, scalars):
     phi, norms = _linear_phi(y, np.ones(y.shape[0]))
     y2 = _dot(y, y)
     return phi, y2, y2, norms
@@ -334,7 +334,7 @@ def _euclidean_query(y, arrays, scalars):  # noqa: ANN001, ANN202
 
 # mahalanobis: sqrt(sum u^2).
 @_inline
-def _mahalanobis_term(diff, sigma, s, t):  # noqa: ANN001, ANN202
+def _mahalanobis_term(diff, sigma, s, t):
     u = diff / sigma
     return u * u
 
@@ -346,14 +346,14 @@ def _mahalanobis_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s:
 
 
 @_inline
-def _mahalanobis_query(y, arrays, scalars):  # noqa: ANN001, ANN202
+def _mahalanobis_query(y, arrays, scalars):
     phi, _, norms = _quadratic_phi(y)
     return phi, 0.0, 0.0, norms
 
 
 # kl: KL(N(z, s^2) || q(z|x)) = sum[g(s/sigma) + u^2/2]; item features shared with likelihood.
 @_inline
-def _kl_term(diff, sigma, s, t):  # noqa: ANN001, ANN202
+def _kl_term(diff, sigma, s, t):
     u = diff / sigma
     return t + 0.5 * (u * u)
 
@@ -363,7 +363,7 @@ def _kl_item_term(sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 @_inline
-def _kl_query(y, arrays, scalars):  # noqa: ANN001, ANN202
+def _kl_query(y, arrays, scalars):
     phi, y2, norms = _quadratic_phi(y)
     d = y.shape[0]
     for j in range(d):
@@ -374,7 +374,7 @@ def _kl_query(y, arrays, scalars):  # noqa: ANN001, ANN202
 
 # kl_reverse: KL(q(z|x) || N(z, s^2)) = sum[g(sigma/s) + v^2/2], v = (z - mu)/s.
 @_inline
-def _kl_reverse_term(diff, sigma, s, t):  # noqa: ANN001, ANN202
+def _kl_reverse_term(diff, sigma, s, t):
     v = diff / s
     return t + 0.5 * (v * v)
 
@@ -392,7 +392,7 @@ def _kl_reverse_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s: 
 
 
 @_inline
-def _kl_reverse_query(y, arrays, scalars):  # noqa: ANN001, ANN202
+def _kl_reverse_query(y, arrays, scalars):
     phi, norms = _linear_phi(y, arrays[2])  # [2 w y, 1]
     d = y.shape[0]
     wy2 = _dot(phi[:d], y) * 0.5  # sum w y^2
@@ -401,7 +401,7 @@ def _kl_reverse_query(y, arrays, scalars):  # noqa: ANN001, ANN202
 
 # jeffreys: kl + kl_reverse = sum[(r - 1/r)^2/2 + (u^2 + v^2)/2], r = s/sigma: the logs cancel.
 @_inline
-def _jeffreys_term(diff, sigma, s, t):  # noqa: ANN001, ANN202
+def _jeffreys_term(diff, sigma, s, t):
     r_gap = s / sigma - sigma / s
     u = diff / sigma
     v = diff / s
@@ -417,7 +417,7 @@ def _jeffreys_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s: np
 
 
 @_inline
-def _jeffreys_query(y, arrays, scalars):  # noqa: ANN001, ANN202
+def _jeffreys_query(y, arrays, scalars):
     phi, _, norms = _quadratic_phi(y)
     d = y.shape[0]
     wy2 = _dot(phi[:d], arrays[1])  # sum w y^2
@@ -426,7 +426,7 @@ def _jeffreys_query(y, arrays, scalars):  # noqa: ANN001, ANN202
 
 # bhattacharyya: sum[(z - mu)^2 / (4 (s^2 + sigma^2)) + log((s^2 + sigma^2)/(2 s sigma))/2].
 @_inline
-def _bhattacharyya_term(diff, sigma, s, t):  # noqa: ANN001, ANN202
+def _bhattacharyya_term(diff, sigma, s, t):
     return diff * diff / (4.0 * (s * s + sigma * sigma)) + t
 
 
@@ -447,14 +447,14 @@ def _bhattacharyya_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, 
 
 
 @_inline
-def _bhattacharyya_query(y, arrays, scalars):  # noqa: ANN001, ANN202
+def _bhattacharyya_query(y, arrays, scalars):
     phi, _, norms = _quadratic_phi(y)
     return phi, -scalars[3], scalars[4], norms
 
 
 # wasserstein2: sqrt(||z - mu||^2 + ||s - sigma||^2).
 @_inline
-def _wasserstein2_term(diff, sigma, s, t):  # noqa: ANN001, ANN202
+def _wasserstein2_term(diff, sigma, s, t):
     gap = s - sigma
     return diff * diff + gap * gap
 
@@ -466,7 +466,7 @@ def _wasserstein2_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s
 
 
 @_inline
-def _wasserstein2_query(y, arrays, scalars):  # noqa: ANN001, ANN202
+def _wasserstein2_query(y, arrays, scalars):
     phi, norms = _linear_phi(y, np.full(y.shape[0], 2.0))
     norms[0] = 2.0 * math.sqrt(_dot(y, y))
     y2 = _dot(y, y)

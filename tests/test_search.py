@@ -365,15 +365,15 @@ def fitted() -> SearchIndex:
 
 
 BAD_QUERIES = [
-    ("unknown score", dict(score="kll"), r"unknown score 'kll'; choose one of: likelihood, euclidean"),
-    ("negative k", dict(k=-1), r"k must be a non-negative integer"),
-    ("float k", dict(k=2.5), r"k must be a non-negative integer"),
-    ("bool k", dict(k=True), r"k must be a non-negative integer"),
-    ("z too short", dict(z=np.zeros(3)), r"z must have shape \(d,\) = \(4,\)"),
-    ("z NaN", dict(z=np.array([0.0, np.nan, 0.0, 0.0])), r"z contains 1 NaN or inf"),
-    ("s zero", dict(s=0.0), r"s must be > 0"),
-    ("s wrong shape", dict(s=np.ones(3)), r"s must be a positive scalar or an array of shape \(d,\) = \(4,\)"),
-    ("s NaN", dict(s=np.nan), r"s contains 1 NaN or inf"),
+    ("unknown score", {"score": "kll"}, r"unknown score 'kll'; choose one of: likelihood, euclidean"),
+    ("negative k", {"k": -1}, r"k must be a non-negative integer"),
+    ("float k", {"k": 2.5}, r"k must be a non-negative integer"),
+    ("bool k", {"k": True}, r"k must be a non-negative integer"),
+    ("z too short", {"z": np.zeros(3)}, r"z must have shape \(d,\) = \(4,\)"),
+    ("z NaN", {"z": np.array([0.0, np.nan, 0.0, 0.0])}, r"z contains 1 NaN or inf"),
+    ("s zero", {"s": 0.0}, r"s must be > 0"),
+    ("s wrong shape", {"s": np.ones(3)}, r"s must be a positive scalar or an array of shape \(d,\) = \(4,\)"),
+    ("s NaN", {"s": np.nan}, r"s contains 1 NaN or inf"),
 ]
 
 

@@ -69,7 +69,7 @@ def build(score: Score, spread: np.ndarray, catalog: Catalog, shared: Prepared |
     ``score.features_from`` when that is another score (kl reads likelihood's), else None."""
     from latent.search._query import matches_numpy  # compiles the rescoring on first use
 
-    n, d = catalog.sigma.shape
+    d = catalog.sigma.shape[1]
     if score.item_term is None:
         terms, has_terms = private(np.zeros((1, d))), False
     elif score.item_term_uses_spread:
@@ -102,7 +102,7 @@ def build(score: Score, spread: np.ndarray, catalog: Catalog, shared: Prepared |
     return Prepared(plan, groups, codes, item_norms, group_norms, compiled)
 
 
-def _layouts(score: Score, psi: np.ndarray, magnitude: np.ndarray, catalog: Catalog):  # noqa: ANN202
+def _layouts(score: Score, psi: np.ndarray, magnitude: np.ndarray, catalog: Catalog):
     """Float32 features (m, N_pad), padded to whole groups, their per-item and per-group error norms and
     the int16 codes; all None (and infinite bounds) where psi does not fit in float32.
 

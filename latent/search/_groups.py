@@ -32,7 +32,7 @@ def _column_maxima(rows: np.ndarray) -> np.ndarray:
         for j in range(out.shape[0]):
             a = out[j]
             b = row[j]
-            out[j] = a if a > b else b  # noqa: FURB136 (the select that compiles to a vector max)
+            out[j] = a if a > b else b  # noqa: FURB136
     return out
 
 
@@ -93,7 +93,7 @@ def kth_largest(values: np.ndarray, rank: int) -> float:
         start = row * rank
         for b in range(rank):
             a, c = bins[b], values[start + b]
-            bins[b] = a if a > c else c  # noqa: FURB136 (the select that compiles to a vector max)
+            bins[b] = a if a > c else c  # noqa: FURB136
     for t in range(whole, n):
         bins[t - whole] = max(bins[t - whole], values[t])
     low = bins.min()

@@ -125,8 +125,8 @@ class SearchIndex:
         )
         for array in (self.mu_, self.sigma_, self.center_, self.default_spread_):
             array.flags.writeable = False
-        self._pinned_: dict[tuple[str, bytes], Prepared] = {}
-        self._recent_: OrderedDict[tuple[str, bytes], Prepared] = OrderedDict()
+        self._pinned_: dict[tuple[str, bytes | None], Prepared] = {}
+        self._recent_: OrderedDict[tuple[str, bytes | None], Prepared] = OrderedDict()
         self._lock_ = threading.RLock()  # held while building, so that each set is built once
         self._scratch_ = threading.local()  # per-thread key buffers
         return self
@@ -167,19 +167,23 @@ class SearchIndex:
 
     def _prepared(self, score: Score, spread: np.ndarray, pin: bool = False) -> Prepared:
         """The prepared features of ``score`` at the spread (() or (d,)), built on first use."""
-        spread_d = self._spread_d(spread) if score.needs_spread else self.default_spread_
-        key = (score.name, spread_d.tobytes())
+        if spread is self.default_spread_ or not score.needs_spread:
+            key: tuple[str, bytes | None] = (score.name, None)  # the default spread: no conversion
+        else:
+            spread = self._spread_d(spread)
+            key = (score.name, None if np.array_equal(spread, self.default_spread_) else spread.tobytes())
         prepared = self._pinned_.get(key)
         if prepared is not None:
             return prepared
         with self._lock_:
             prepared = self._pinned_.get(key) or self._recent_.get(key)
+            spread_d = self.default_spread_ if key[1] is None else spread
             if prepared is None:
                 shared = None
                 if score.features_from != score.name:  # kl reads likelihood's features
-                    shared = self._prepared(SCORES[score.features_from], spread_d, pin=True)
+                    shared = self._prepared(SCORES[score.features_from], self.default_spread_, pin=True)
                 prepared = build(score, spread_d, self._catalog_, shared)
-            if pin or np.array_equal(spread_d, self.default_spread_):
+            if pin or key[1] is None:
                 self._recent_.pop(key, None)
                 self._pinned_[key] = prepared
             else:
