@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from latent.scores import Score, spread_constants
+from latent.search import _query
 from latent.search._query import FLOAT32_SAFE, Codes, Groups, ScorePlan
 from latent.search._tiles import to_tiles
 
@@ -67,8 +68,6 @@ def private(array: ArrayLike, dtype: type = np.float64) -> np.ndarray:
 def build(score: Score, spread: np.ndarray, catalog: Catalog, shared: Prepared | None) -> Prepared:
     """The prepared features of ``score`` at the spread (d,); ``shared``: the prepared features of
     ``score.features_from`` when that is another score (kl reads likelihood's), else None."""
-    from latent.search._query import matches_numpy  # compiles the rescoring on first use
-
     d = catalog.sigma.shape[1]
     if score.item_term is None:
         terms, has_terms = private(np.zeros((1, d))), False
@@ -98,7 +97,7 @@ def build(score: Score, spread: np.ndarray, catalog: Catalog, shared: Prepared |
         norm_bounds=norm_bounds, error_factor=float(error_factor), max_l1=float(max_l1), slack=float(slack),
         mu_sigma=catalog.mu_sigma, terms=terms, has_terms=has_terms,
     )
-    compiled = groups is not None and matches_numpy(score.name, plan)
+    compiled = groups is not None and _query.matches_numpy(score.name, plan)
     return Prepared(plan, groups, codes, item_norms, group_norms, compiled)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from latent.scores import SCORES, Score, check_catalog, check_query, check_spread, default_spread, get_score
+from latent.search import _query, _tiles
 from latent.search._features import Catalog, Prepared, build, private
 
 #: Search backends by name: "auto" (default: "fused" from FUSED_MIN_ITEMS items, else "blas"), "fused"
@@ -251,8 +252,6 @@ class SearchIndex:
     def _search_blas(
         self, z: np.ndarray, score: Score, k: int, spread: np.ndarray, prepared: Prepared
     ) -> tuple[np.ndarray, np.ndarray]:
-        from latent.search import _query
-
         keys = self._keys_buffer(prepared.groups.features.shape[1])
         ids, values, candidates, phi32, norms, underflow, threshold, status = _query.blas_query(
             keys, z, k, prepared.plan, prepared.groups
@@ -267,8 +266,6 @@ class SearchIndex:
         self, z: np.ndarray, score: Score, k: int, spread: np.ndarray, prepared: Prepared
     ) -> tuple[np.ndarray, np.ndarray]:
         """Compiled before and after the tile scan, which is called from Python (latent.search._tiles)."""
-        from latent.search import _query, _tiles
-
         codes = prepared.codes
         phi, phi32, phi_codes, const, magnitude, norms, underflow, safe = _query.fused_start(z, prepared.plan, codes)
         if not safe:
@@ -288,8 +285,6 @@ class SearchIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The search where the compiled rescoring does not reproduce numpy's kernel (d > 128, or a numpy
         that sums differently): compiled candidates, then numpy's kernel and the certificate here."""
-        from latent.search import _query
-
         plan = prepared.plan
         phi, const, magnitude, norms, safe, underflow, max_error = _query.start(z, plan)
         if not safe:
@@ -370,8 +365,6 @@ def warm_up(progress: Progress | None = None) -> None:
     compiling inside a user's first query. Run once per machine (scripts/setup.sh); a second run only
     loads. ``progress(done, total, message)`` as in :meth:`SearchIndex.prepare`.
     """
-    from latent.search import _tiles
-
     rng = np.random.default_rng(0)
     n, d = 4096, 3  # enough tiles for the fused scan to keep k + EXTRA_TILES of them
     mu = rng.normal(size=(n, d))

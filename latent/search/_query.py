@@ -31,8 +31,8 @@ OK, UNSAFE, WIDEN = 0, 1, 2
 #: Features, or bounds on keys, beyond this could overflow float32: such queries use float64 brute force.
 FLOAT32_SAFE = 1e30
 
-#: The largest d that the compiled rescoring reproduces: numpy's pairwise-summation block, the longest
-#: run it sums without splitting in halves.
+#: The largest d that the compiled rescoring reproduces: numpy's pairwise summation adds up to this many
+#: terms in one run before it splits them in halves.
 MAX_DIM = 128
 
 
