@@ -224,8 +224,9 @@ def check_exact(
 
 
 def bench_size(
-    n: int, thread_counts: list[int], repeats: Repeats, names: list[str], log: Callable[[str], None]
-) -> tuple[list[Row], dict[str, float], float]:
+    n: int, thread_counts: list[int], repeats: Repeats, names: list[str], spread_builds: bool,
+    log: Callable[[str], None],
+) -> tuple[list[Row], dict[str, float], float | None]:
     """The scores at one catalog size: rows for each thread count, each spread-feature score's latency
     at a new spread, and the seconds that ``prepare`` takes for one more spread."""
     mu, sigma = synthetic_catalog(n)
@@ -246,16 +247,18 @@ def bench_size(
     # One query first, so that loading the compiled kernels (once per process) is not counted below.
     for backend_index in indexes.values():
         backend_index.search(queries[0], "euclidean", K)
-    colds = {}
-    for name in SPREAD_FEATURE_SCORES:
+    colds: dict[str, float] = {}
+    prepare_s = None
+    if spread_builds:
+        for name in SPREAD_FEATURE_SCORES:
+            start = time.perf_counter()
+            index.search(queries[0], name, K, s=spread * 1.01)
+            colds[name] = time.perf_counter() - start
+        log(f"N={n:,}: first query at a new spread (builds its features): " + cold_text(colds))
         start = time.perf_counter()
-        index.search(queries[0], name, K, s=spread * 1.01)
-        colds[name] = time.perf_counter() - start
-    log(f"N={n:,}: first query at a new spread (builds its features): " + cold_text(colds))
-    start = time.perf_counter()
-    index.prepare([spread * 1.02])
-    prepare_s = time.perf_counter() - start
-    log(f"N={n:,}: prepare() for one more spread: {prepare_s:.2f} s")
+        index.prepare([spread * 1.02])
+        prepare_s = time.perf_counter() - start
+        log(f"N={n:,}: prepare() for one more spread: {prepare_s:.2f} s")
 
     rows = []
     for threads in thread_counts:
@@ -292,7 +295,9 @@ def ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.3f}"
 
 
-def render(rows: list[Row], colds: dict[int, dict[str, float]], prepares: dict[int, float], header: str) -> str:
+def render(
+    rows: list[Row], colds: dict[int, dict[str, float]], prepares: dict[int, float | None], header: str
+) -> str:
     lines = [
         header,
         "",
@@ -312,9 +317,11 @@ def render(rows: list[Row], colds: dict[int, dict[str, float]], prepares: dict[i
         )
     lines.append("")
     for n, cold in colds.items():
-        lines.append(f"- N = {n:,}, the first query at a new spread s (it builds that s's features): {cold_text(cold)}.")
+        if cold:
+            lines.append(f"- N = {n:,}, the first query at a new spread s (it builds that s's features): {cold_text(cold)}.")
     for n, seconds in prepares.items():
-        lines.append(f"- N = {n:,}, ``SearchIndex.prepare`` for one more spread (every score): {seconds:.2f} s.")
+        if seconds is not None:
+            lines.append(f"- N = {n:,}, ``SearchIndex.prepare`` for one more spread (every score): {seconds:.2f} s.")
     lines.append("")
     lines.extend(target_lines(rows))
     return "\n".join(lines) + "\n"
@@ -356,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, nargs="+", help="catalog sizes (default: 70000 1000000; --quick: 5000)")
     parser.add_argument("--out", type=Path, help=f"write the table here (default for a full run: {DEFAULT_OUT})")
     parser.add_argument("--scores", nargs="+", choices=list(SCORES), help="scores to time (default: all)")
+    parser.add_argument(
+        "--no-spread-builds", action="store_true", help="skip timing the builds of new spreads (saves memory)"
+    )
     args = parser.parse_args(argv)
 
     sizes = args.n or ([5_000] if args.quick else [70_000, 1_000_000])
@@ -368,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     header = f"# Search benchmark\n\nMachine: {machine()}."
     rows: list[Row] = []
     colds: dict[int, dict[str, float]] = {}
-    prepares: dict[int, float] = {}
+    prepares: dict[int, float | None] = {}
     for n in sizes:
         if args.quick:
             repeats = Repeats(index=5, naive=3, exact=2, rounds=1)
@@ -376,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             repeats = Repeats(index=60, naive=10, exact=3, rounds=5)
         else:
             repeats = Repeats(index=10, naive=3, exact=1, rounds=3)
-        size_rows, colds[n], prepares[n] = bench_size(n, thread_counts, repeats, names, log)
+        size_rows, colds[n], prepares[n] = bench_size(n, thread_counts, repeats, names, not args.no_spread_builds, log)
         rows.extend(size_rows)
     set_threads(default_threads)
 

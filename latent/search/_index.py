@@ -111,6 +111,7 @@ class SearchIndex:
         if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
             raise ValueError(f"group_size must be a positive integer or None (automatic); got {size!r}")
         mu_array, sigma_array = check_catalog(mu, sigma)
+        _query.refresh_cache()
         self.mu_ = private(mu_array)
         self.sigma_ = private(sigma_array)
         n, d = self.mu_.shape
@@ -120,7 +121,7 @@ class SearchIndex:
         self.center_ = self.mu_.mean(axis=0)
         self.default_spread_ = default_spread(self.sigma_)
         self._catalog_ = Catalog(
-            centered_mu=self.mu_ - self.center_, sigma=private(self.sigma_), log_sigma=np.log(self.sigma_),
+            centered_mu=self.mu_ - self.center_, sigma=self.sigma_, log_sigma=np.log(self.sigma_),
             mu_sigma=np.stack([self.mu_, self.sigma_], axis=1), center=private(self.center_),
             group_size=self.group_size_, fused=self.backend_ == "fused",
         )
@@ -138,6 +139,8 @@ class SearchIndex:
         each of the ``total`` builds and once at the end (done = total).
 
         Scores that do not use a spread are built once. A spread is any value ``search`` accepts as ``s``.
+        At the end one query is run, so that numba's compiled kernels are loaded (from its disk cache,
+        see :func:`warm_up`) here rather than in the first user query.
         """
         self._check_fitted()
         unique: dict[bytes, np.ndarray] = {}
@@ -151,6 +154,8 @@ class SearchIndex:
                 where = "" if spread_d is None else f" at spread {_describe(spread_d)}"
                 progress(done, len(jobs), f"preparing the {name} features{where}")
             self._prepared(SCORES[name], self.default_spread_ if spread_d is None else spread_d, pin=True)
+        if self.n_items_ > 1:
+            self.search(self.center_, "likelihood", 1)  # loads the compiled query kernels
         if progress is not None:
             progress(len(jobs), len(jobs), "search features ready")
         return self

@@ -15,11 +15,15 @@ brute force) or :data:`WIDEN` (the certificate failed: the index widens the cand
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
+import latent.scores
 from latent.scores import KERNELS, finish_of, query_of, term_of
 from latent.search._groups import SUBGROUP_ROWS, at_least, top_groups
 from latent.search._jit import JIT
@@ -286,3 +290,37 @@ def matches_numpy(name: str, plan: ScorePlan, n_checks: int = 256, seed: int = 0
         if not np.array_equal(out.view(np.int64), np.asarray(expected, dtype=np.float64).view(np.int64)):
             return False
     return True
+
+
+_refresh_lock = threading.Lock()
+_refreshed = False
+
+
+def refresh_cache() -> None:
+    """Drop this module's kernels from numba's disk cache when ``latent/scores.py`` has changed since
+    they were cached. numba checks only the file that defines a kernel, but these kernels inline each
+    score's compiled code from latent/scores.py; a stamp of that file's hash, next to the cache, tells
+    them apart. Cheap after the first call in a process; call it before the first kernel call."""
+    global _refreshed
+    if _refreshed:
+        return
+    with _refresh_lock:
+        if _refreshed:
+            return
+        cache_path = getattr(getattr(blas_query, "_cache", None), "_cache_path", None)  # numba's cache folder
+        if cache_path is None:
+            _refreshed = True
+            return
+        digest = hashlib.sha256(Path(latent.scores.__file__).read_bytes()).hexdigest()
+        cache_dir = Path(cache_path)
+        stamp = cache_dir / "_query.scores-stamp"
+        try:
+            current = stamp.read_text() if stamp.exists() else ""
+            if current != digest:
+                for path in cache_dir.glob("_query.*.nb[ic]"):
+                    path.unlink(missing_ok=True)
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                stamp.write_text(digest)
+        except OSError:  # a read-only cache: numba then does not write there either
+            pass
+        _refreshed = True
