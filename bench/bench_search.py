@@ -212,7 +212,7 @@ def check_exact(
     index: SearchIndex, name: str, queries: np.ndarray, mu: np.ndarray, sigma: np.ndarray, spread: np.ndarray
 ) -> bool:
     """Does the index's top-k equal the naive code's top-k, run in float64?"""
-    mu64, sigma64, s64 = torch.from_numpy(mu), torch.from_numpy(sigma), torch.from_numpy(spread)
+    mu64, sigma64, s64 = torch.from_numpy(mu), torch.from_numpy(sigma), torch.from_numpy(np.array(spread))
     for z in queries:
         ids, values = index.search(z, name, K)
         naive_values, naive_ids = NAIVE[name](torch.from_numpy(z), mu64, sigma64, s64, K)
@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, nargs="+", help="catalog sizes (default: 70000 1000000; --quick: 5000)")
     parser.add_argument("--out", type=Path, help=f"write the table here (default for a full run: {DEFAULT_OUT})")
     parser.add_argument("--scores", nargs="+", choices=list(SCORES), help="scores to time (default: all)")
+    parser.add_argument("--note", default="", help="a sentence for the header, e.g. what else ran on the machine")
     parser.add_argument(
         "--no-spread-builds", action="store_true", help="skip timing the builds of new spreads (saves memory)"
     )
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    header = f"# Search benchmark\n\nMachine: {machine()}."
+    header = f"# Search benchmark\n\nMachine: {machine()}." + (f" {args.note}" if args.note else "")
     rows: list[Row] = []
     colds: dict[int, dict[str, float]] = {}
     prepares: dict[int, float | None] = {}

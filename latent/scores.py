@@ -64,8 +64,9 @@ class Score:
     formula: str  # LaTeX, for the UI
     higher_is_nearer: bool  # True for likelihoods, False for distances and divergences
     needs_spread: bool  # whether the query is the Gaussian N(z, diag(s^2)) rather than the point z
-    # value = finish(sum_j term(z_j - mu_j, sigma_j, s_j, t_j), d): plain arithmetic that runs on numpy
-    # arrays and, compiled, on scalars, with the same operations in the same order.
+    # value = finish(sum_j term(z_j - mu_j, sigma_j, s_j, t_j), d): plain arithmetic, compiled (numba,
+    # inlined into the search's kernels) for scalars; its Python function (``.py_func``) is what the
+    # numpy kernel runs on arrays, so both do the same operations in the same order.
     term: Callable
     finish: Callable
     # t = item_term(sigma, s), shaped like sigma: the per-item part that needs a logarithm, computed by
