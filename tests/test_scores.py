@@ -403,21 +403,33 @@ def test_scores_never_modify_their_inputs(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(SCORES))
-def test_kernels_with_precomputed_terms_equal_fn_bit_for_bit(name: str) -> None:
-    # The search index caches each item's (sigma, s) terms and gathers them for a few candidates; the
-    # values must be exactly fn's, for a per-dimension and a scalar spread.
-    from latent.scores import KERNEL_TERMS, KERNELS
-
+def test_kernels_with_precomputed_item_terms_equal_fn(name: str) -> None:
+    # The search index precomputes each item's item_term(sigma, s) and gathers it for a few candidates;
+    # the numpy kernel then runs the same elementwise operations on the same numbers, so the values are
+    # fn's exactly (one code path), for a per-dimension and a scalar spread.
+    score = SCORES[name]
     rng = np.random.default_rng(11)
     mu, sigma = rng.normal(size=(200, 6)), np.exp(rng.uniform(-4, 0.5, size=(200, 6)))
     z = rng.normal(size=6)
     rows = rng.choice(200, size=17, replace=False)
     for s in (rng.uniform(0.05, 2.0, size=6), np.float64(0.3)):
-        expected = SCORES[name].fn(z, mu, sigma, s)[rows]
-        make = KERNEL_TERMS[name]
-        if make is None:
-            terms = None
-        else:
-            all_terms = make(sigma, np.broadcast_to(s, (6,)))
-            terms = tuple(t[rows] for t in all_terms) if isinstance(all_terms, tuple) else all_terms[rows]
-        np.testing.assert_array_equal(KERNELS[name](z, mu[rows], sigma[rows], s, terms), expected)
+        expected = score.fn(z, mu, sigma, s)[rows]
+        terms = None if score.item_term is None else score.item_term(sigma, np.broadcast_to(s, (6,)))[rows]
+        np.testing.assert_array_equal(score.kernel(z, mu[rows], sigma[rows], s, terms), expected)
+
+
+def test_each_record_is_consistent() -> None:
+    rng = np.random.default_rng(12)
+    mu, sigma = rng.normal(size=(30, 4)), np.exp(rng.uniform(-2, 0.5, size=(30, 4)))
+    for code, (name, score) in enumerate(SCORES.items()):
+        assert score.code == code and score.features_from in SCORES
+        assert SCORES[score.features_from].features_from == score.features_from
+        assert score.segments[-1] == "1" and score.width(4) == sum(4 if w == "d" else 1 for w in score.segments)
+        # psi depends on the spread exactly when the record says so.
+        a = score.psi(mu, sigma, np.log(sigma), np.full(4, 0.3))[0]
+        b = score.psi(mu, sigma, np.log(sigma), np.full(4, 0.9))[0]
+        assert np.array_equal(a, b) == (not score.spread_features), name
+        assert not score.spread_features or score.needs_spread
+        if score.item_term is not None:
+            t1, t2 = score.item_term(sigma, np.full(4, 0.3)), score.item_term(sigma, np.full(4, 0.9))
+            assert t1.shape == sigma.shape and np.array_equal(t1, t2) == (not score.item_term_uses_spread)

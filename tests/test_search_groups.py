@@ -1,4 +1,6 @@
-"""Tests for latent/group_select.py against brute-force references: numpy sorts and flatnonzero."""
+"""Tests for latent/search/_groups.py against brute-force references: numpy sorts and flatnonzero.
+
+Comparisons and maxima only (no arithmetic), so the results are exact and compared exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latent.group_select import _column_maxima_16, kth_largest, top_groups
+from latent.search._groups import _column_maxima_16, at_least, kth_largest, top_groups
 
 
 @settings(max_examples=300, deadline=None)
@@ -58,7 +60,7 @@ def test_top_groups_returns_every_key_above_the_group_bound(case) -> None:
 
 
 def test_top_groups_on_the_search_index_layout() -> None:
-    # 70,016 keys as the index lays them out for 70,000 items (block size 128: 16 rows, 8 per group).
+    # 70,016 keys as the index lays them out for 70,000 items (group size 128: 16 rows, 8 per group).
     rng = np.random.default_rng(0)
     keys = rng.normal(size=70_016).astype(np.float32)
     keys[-16:] = -1e38  # padding
@@ -81,3 +83,12 @@ def test_the_unrolled_maxima_of_16_rows_equal_numpy(width: int, seed: int, speci
     for value in specials:  # extreme values at random places
         rows[rng.integers(16), rng.integers(width)] = value
     np.testing.assert_array_equal(_column_maxima_16(rows), rows.max(axis=0))
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.integers(-3, 3), min_size=1, max_size=60), data=st.data())
+def test_at_least_returns_every_key_reaching_kappa(values: list, data) -> None:
+    keys = np.array(values, dtype=np.float32)
+    n_items = data.draw(st.integers(1, keys.shape[0]))
+    kappa = float(data.draw(st.integers(-3, 3)))
+    np.testing.assert_array_equal(at_least(keys, kappa, n_items), np.flatnonzero(keys[:n_items] >= kappa))

@@ -1,4 +1,7 @@
-"""The fused scan (latent.fused_scan) and the int16 feature codes it reads, against brute force."""
+"""The fused tile scan (latent.search._tiles) and the int16 feature codes it reads, against brute force.
+
+The scan computes float32 keys; the float64 reference differs from them by at most about m u sum_j
+|phi_j psi_ij| (u = 2^-24), which the tolerance 1e-5 times the largest such sum covers for m <= 21."""
 
 from __future__ import annotations
 
@@ -8,13 +11,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latent import fused_scan
-from latent.search import _quantize
+from latent.search import _tiles
+from latent.search._features import _quantize
+
+
+def top_keys(tiles: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> tuple[np.ndarray, float]:
+    """What a query asks of the scan: candidate ids (ascending) and kappa, split over numba's threads from
+    PARALLEL_MIN_ITEMS items; every item (kappa = -inf) when the scan would keep every tile."""
+    if n_keep >= (n_items + _tiles.TILE - 1) // _tiles.TILE:
+        return np.arange(n_items), -np.inf
+    heap_maxima, heap_tiles = _tiles.scan(tiles, phi, n_items, n_keep, _tiles.n_parts(tiles, n_items))
+    return _tiles.select(tiles, phi, n_items, heap_maxima, heap_tiles, n_keep)
 
 
 def brute_force_check(features: np.ndarray, phi: np.ndarray, n_items: int, n_keep: int) -> None:
     """ids must hold the n_keep largest float64 keys (up to float32 rounding), kappa bound the rest."""
-    ids, kappa = fused_scan.top_keys(fused_scan.to_blocks(features), phi, n_items, n_keep)
+    ids, kappa = top_keys(_tiles.to_tiles(features), phi, n_items, n_keep)
     keys = phi.astype(np.float64) @ features[:, :n_items].astype(np.float64)  # (n_items,)
     tolerance = 1e-5 * (np.abs(phi).astype(np.float64) @ np.abs(features[:, :n_items]).astype(np.float64)).max()
     assert ids.dtype == np.int64 and ids.shape[0] >= min(n_keep, n_items)
@@ -55,23 +67,23 @@ def test_top_keys_equal_brute_force(threads: int, dtype: type, m: int, n_items: 
 
 def test_top_keys_with_all_keys_tied() -> None:
     features = np.ones((3, 10_000), dtype=np.float32)
-    ids, kappa = fused_scan.top_keys(fused_scan.to_blocks(features), np.ones(3, dtype=np.float32), 10_000, 20)
+    ids, kappa = top_keys(_tiles.to_tiles(features), np.ones(3, dtype=np.float32), 10_000, 20)
     assert ids.shape == (20,) and np.unique(ids).shape == (20,)
     assert kappa == 3.0  # every left-out key equals the kept ones
 
 
 @pytest.mark.parametrize("layout", ["descending", "ascending", "tied_top", "one_spike_first", "one_spike_last"])
-@pytest.mark.parametrize("n_keep", [1, 44, 140, 141, 312])  # 9,000 tied keys fill 140.6 blocks of 64
-def test_top_keys_when_the_top_is_packed_into_few_blocks(layout: str, n_keep: int) -> None:
-    """Sorted keys pack the whole top into the first or last few blocks: every kept block then holds many
-    top keys, and kappa, the (n_keep + 1)-th block maximum, lies far below the n_keep-th key. With ties at
+@pytest.mark.parametrize("n_keep", [1, 44, 140, 141, 312])  # 9,000 tied keys fill 140.6 tiles of 64
+def test_top_keys_when_the_top_is_packed_into_few_tiles(layout: str, n_keep: int) -> None:
+    """Sorted keys pack the whole top into the first or last few tiles: every kept tile then holds many
+    top keys, and kappa, the (n_keep + 1)-th tile maximum, lies far below the n_keep-th key. With ties at
     kappa, keys equal to it fill the candidates up to n_keep."""
     n_items = 20_000
     keys = np.arange(n_items, dtype=np.float32)
     if layout == "descending":
         keys = keys[::-1].copy()
     elif layout == "tied_top":
-        keys[:9000] = 50_000.0  # 140 whole blocks and part of the next, tied at the top
+        keys[:9000] = 50_000.0  # 140 whole tiles and part of the next, tied at the top
     elif layout == "one_spike_first":
         keys[0] = 1e6
     elif layout == "one_spike_last":
@@ -80,7 +92,7 @@ def test_top_keys_when_the_top_is_packed_into_few_blocks(layout: str, n_keep: in
     features[1] = keys  # only this row counts: phi is zero elsewhere
     phi = np.array([0.0, 1.0, 0.0], dtype=np.float32)
     brute_force_check(features, phi, n_items, n_keep)
-    ids, kappa = fused_scan.top_keys(fused_scan.to_blocks(features), phi, n_items, n_keep)
+    ids, kappa = top_keys(_tiles.to_tiles(features), phi, n_items, n_keep)
     if layout == "tied_top" and n_keep <= 140:  # kappa is the tied key: exactly n_keep tied candidates
         assert kappa == 50_000.0 and ids.shape == (n_keep,) and np.all(keys[ids] == 50_000.0)
     else:
@@ -103,8 +115,8 @@ def test_top_keys_finds_a_single_spike_anywhere(m: int, threads: int) -> None:
         for position in (0, 1023, 1024, 4095, 4096, 8191, 8192, 17_000, 114_687, 114_688, 229_375, n_items - 1):
             spiked = features.copy()
             spiked[:, position] = 100.0
-            ids, kappa = fused_scan.top_keys(fused_scan.to_blocks(spiked), phi, n_items, 1)
-            assert position in ids.tolist() and ids.shape[0] <= fused_scan.BLOCK  # one block kept
+            ids, kappa = top_keys(_tiles.to_tiles(spiked), phi, n_items, 1)
+            assert position in ids.tolist() and ids.shape[0] <= _tiles.TILE  # one tile kept
             others = np.delete(phi @ spiked, position)
             assert others.max() <= kappa + 1e-4 and kappa < 100.0 * m  # a bound on the rest, below the spike
     finally:
@@ -127,7 +139,7 @@ def test_int16_codes_bound_the_key_error(seed: int, n: int, m: int, log_scale: f
     if constant_column:
         psi[:, 0] = 3.25
     quantized = _quantize(psi)
-    rows = quantized.codes.transpose(1, 0, 2).reshape(m, -1)  # back from the block layout to (m, N_pad)
+    rows = quantized.tiles.transpose(1, 0, 2).reshape(m, -1)  # back from the tile layout to (m, N_pad)
     codes = rows[:, :n]
     assert np.all(rows[:, n:] == 0)
     assert np.abs(codes.astype(np.int64)).max() <= 32767
