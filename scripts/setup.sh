@@ -23,7 +23,7 @@ fi
 # Compile the search kernels and fill the cache folder once per machine and version of the code, so
 # that no first page visit waits for them (latent/warmup.py). The stamp lives in numba's cache folder,
 # so removing that cache (or a new clone) runs it again.
-warm_digest=$(cat latent/search/*.py latent/warmup.py 2>/dev/null | sha256sum | cut -c1-16)
+warm_digest=$(cat latent/search/*.py latent/scores.py latent/warmup.py 2>/dev/null | sha256sum | cut -c1-16)
 warm_stamp="latent/search/__pycache__/.warmed-${warm_digest}"
 if [ ! -f "$warm_stamp" ]; then
   .venv/bin/python -m latent warm-up
