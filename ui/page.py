@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 from ui import presentation, state
 from ui.navigation import require_app
-from ui.resources import Resources, get_index, get_resources
+from ui.resources import Resources, get_index, get_resources, prepare_spread
 
 
 class PageStart(NamedTuple):
@@ -25,4 +25,5 @@ def start_page() -> PageStart:
     state.init_session_state(res)
     state.show_url_warnings()
     state.sync_widgets(res)
+    prepare_spread(index, state.query().s)
     return PageStart(res, index, presentation.setup())
