@@ -30,7 +30,9 @@ def catalog(seed: int, n: int, d: int = 4) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
-def brute_force(name: str, z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s, k: int) -> tuple[np.ndarray, np.ndarray]:
+def brute_force(
+    name: str, z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The float64 brute-force ranking: every score from SCORES[name].fn, nearest first, ties by index."""
     values = SCORES[name].fn(z, mu, sigma, s)
     nearness = -values if SCORES[name].higher_is_nearer else values
