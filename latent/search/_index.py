@@ -162,6 +162,22 @@ class SearchIndex:
             progress(len(jobs), len(jobs), "search features ready")
         return self
 
+    def is_prepared(self, s: ArrayLike | float | None = None) -> bool:
+        """True when the features of every score at spread ``s`` are built and kept, so that no query at s
+        waits for a build. ``s`` as :meth:`search` accepts it (None: the default spread).
+
+        Kept means built by :meth:`prepare`, or by a query: the default spread's for the index's lifetime,
+        another spread's while it is among the :data:`SPREAD_CACHE_SIZE` most recent. Builds nothing.
+        """
+        self._check_fitted()
+        spread = self._spread(s)
+        spread_id = None if spread is self.default_spread_ else self._spread_id(spread)[0]
+        for score in SCORES.values():
+            key = (score.name, spread_id if score.needs_spread else None)
+            if key not in self._pinned_ and key not in self._recent_:
+                return False
+        return True
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "_catalog_"):
             raise NotFittedError("this SearchIndex is not fitted yet; call fit(mu, sigma) first")
@@ -173,13 +189,19 @@ class SearchIndex:
     def _spread_d(self, spread: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(spread, (self.dim_,)), dtype=np.float64)
 
+    def _spread_id(self, spread: np.ndarray) -> tuple[bytes | None, np.ndarray]:
+        """The feature cache's key for a spread (() or (d,)): None where it equals the default spread,
+        else its bytes as (d,) float64; and the spread as (d,) float64."""
+        spread_d = self._spread_d(spread)
+        return (None if np.array_equal(spread_d, self.default_spread_) else spread_d.tobytes()), spread_d
+
     def _prepared(self, score: Score, spread: np.ndarray, pin: bool = False) -> Prepared:
         """The prepared features of ``score`` at the spread (() or (d,)), built on first use."""
         if spread is self.default_spread_ or not score.needs_spread:
             key: tuple[str, bytes | None] = (score.name, None)  # the default spread: no conversion
         else:
-            spread = self._spread_d(spread)
-            key = (score.name, None if np.array_equal(spread, self.default_spread_) else spread.tobytes())
+            spread_id, spread = self._spread_id(spread)
+            key = (score.name, spread_id)
         prepared = self._pinned_.get(key)
         if prepared is not None:
             return prepared
