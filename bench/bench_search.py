@@ -50,8 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: make the library importable
     sys.path.insert(0, str(ROOT))
 
-from latent.scores import SCORES
-from latent.search import FUSED_MIN_ITEMS, SearchIndex
+from latent.scores import SCORES  # noqa: E402 (importable once the sys.path line above has run)
+from latent.search import FUSED_MIN_ITEMS, SearchIndex  # noqa: E402 (likewise)
 
 SPREAD_FEATURE_SCORES = [name for name, score in SCORES.items() if score.spread_features]
 
@@ -269,7 +269,9 @@ def bench_size(
             def timers(name: str = name, matrix: Tensor = matrix) -> dict[str, Callable[[], float]]:
                 naive, fused, blas = NAIVE[name], indexes["fused"], indexes["blas"]
                 return {
-                    "naive": lambda: median_seconds(lambda i: naive(queries32[i], mu32, sigma32, s32, K), repeats.naive),
+                    "naive": lambda: median_seconds(
+                        lambda i: naive(queries32[i], mu32, sigma32, s32, K), repeats.naive
+                    ),
                     "fused": lambda: median_seconds(lambda i: fused.search(queries[i], name, K), repeats.index),
                     "blas": lambda: median_seconds(lambda i: blas.search(queries[i], name, K), repeats.index),
                     "floor": lambda: min_seconds(lambda: matrix.sum(), repeats.index),
@@ -309,16 +311,18 @@ def render(
         ),
         "|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r.n:,} | {r.threads} | {r.score} | {ms(r.naive_s)} | {ms(r.fused_s)} | {ms(r.blas_s)} | "
-            f"{ms(r.floor_s)} | {r.auto} | {r.naive_s / r.index_s:.1f} | {r.index_s / r.floor_s:.2f} | "
-            f"{r.blas_s / r.fused_s:.2f} | {'yes' if r.exact else 'NO'} |"
-        )
+    lines.extend(
+        f"| {r.n:,} | {r.threads} | {r.score} | {ms(r.naive_s)} | {ms(r.fused_s)} | {ms(r.blas_s)} | "
+        f"{ms(r.floor_s)} | {r.auto} | {r.naive_s / r.index_s:.1f} | {r.index_s / r.floor_s:.2f} | "
+        f"{r.blas_s / r.fused_s:.2f} | {'yes' if r.exact else 'NO'} |"
+        for r in rows
+    )
     lines.append("")
     for n, cold in colds.items():
         if cold:
-            lines.append(f"- N = {n:,}, the first query at a new spread s (it builds that s's features): {cold_text(cold)}.")
+            lines.append(
+                f"- N = {n:,}, the first query at a new spread s (it builds that s's features): {cold_text(cold)}."
+            )
     for n, seconds in prepares.items():
         if seconds is not None:
             lines.append(f"- N = {n:,}, ``SearchIndex.prepare`` for one more spread (every score): {seconds:.2f} s.")

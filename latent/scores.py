@@ -33,10 +33,14 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numba import njit
 from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from numba.core.dispatcher import Dispatcher
 
 #: The smallest default query spread; it keeps log(s) and 1/s^2 finite for a collapsed catalog.
 MIN_SPREAD = 1e-3
@@ -67,8 +71,8 @@ class Score:
     # value = finish(sum_j term(z_j - mu_j, sigma_j, s_j, t_j), d): plain arithmetic, compiled (numba,
     # inlined into the search's kernels) for scalars; its Python function (``.py_func``) is what the
     # numpy kernel runs on arrays, so both do the same operations in the same order.
-    term: Callable
-    finish: Callable
+    term: Dispatcher[Callable[..., Any]]
+    finish: Dispatcher[Callable[..., Any]]
     # t = item_term(sigma, s), shaped like sigma: the per-item part that needs a logarithm, computed by
     # numpy only (the compiled rescoring reads it from a table). None: t is unused (0.0).
     item_term: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
@@ -385,6 +389,7 @@ def _kl_reverse_item_term(sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def _kl_reverse_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s: np.ndarray | None):
+    assert s is not None  # spread_features: built per spread
     w = 0.5 / (s * s)  # (d,)
     spread_part = (w * (sigma * sigma + m * m)).sum(axis=1)  # (N,)
     const = log_sigma.sum(axis=1) - spread_part
@@ -410,6 +415,7 @@ def _jeffreys_term(diff, sigma, s, t):
 
 
 def _jeffreys_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s: np.ndarray | None):
+    assert s is not None  # spread_features: built per spread
     w = 0.5 / (s * s)  # (d,)
     a = 1.0 / (sigma * sigma)
     m2 = m * m
@@ -438,6 +444,7 @@ def _bhattacharyya_item_term(sigma: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def _bhattacharyya_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s: np.ndarray | None):
+    assert s is not None  # spread_features: built per spread
     v = sigma * sigma + s * s  # (N, d) summed variances
     b = 0.25 / v
     m2b = m * m * b
@@ -461,6 +468,7 @@ def _wasserstein2_term(diff, sigma, s, t):
 
 
 def _wasserstein2_psi(m: np.ndarray, sigma: np.ndarray, log_sigma: np.ndarray, s: np.ndarray | None):
+    assert s is not None  # spread_features: built per spread
     gap = s - sigma  # (N, d)
     const = -(m * m + gap * gap).sum(axis=1)
     return np.concatenate([m, _column(const)], axis=1), -const  # (N, d+1)
@@ -574,9 +582,12 @@ def _kernel(score: Score) -> Callable[..., np.ndarray]:
     def kernel(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s: np.ndarray, terms: np.ndarray | None = None):
         # Elementwise, then one sum over the last axis: an item's value never depends on which other
         # items are in the batch, which the search index relies on to agree with brute force.
+        t: np.ndarray | float
         if terms is None:
-            terms = 0.0 if item_term is None else item_term(sigma, s)
-        return finish(np.add.reduce(term(z - mu, sigma, s, terms), axis=-1), mu.shape[-1])
+            t = 0.0 if item_term is None else item_term(sigma, s)
+        else:
+            t = terms
+        return finish(np.add.reduce(term(z - mu, sigma, s, t), axis=-1), mu.shape[-1])
 
     kernel.__name__ = kernel.__qualname__ = f"{score.name}_kernel"
     return kernel
@@ -588,6 +599,7 @@ def _public(score: Score, kernel: Callable[..., np.ndarray]) -> ScoreFn:
     def fn(z: ArrayLike, mu: ArrayLike, sigma: ArrayLike, s: ArrayLike | float | None = None) -> np.ndarray:
         mu_array, sigma_array = check_catalog(mu, sigma)
         z_array = check_query(z, mu_array.shape[1])
+        s_array: np.ndarray | np.float64
         if needs_spread:
             s_array = _resolve_spread(s, sigma_array)
         else:
@@ -664,7 +676,8 @@ def finish_of(code: int, total: float, d: int) -> float:
     """``SCORES[...].finish`` of the score with this code, on a scalar sum."""
     if code == _LIKELIHOOD:
         return _likelihood_finish(total, d)
-    if code == _EUCLIDEAN or code == _MAHALANOBIS or code == _WASSERSTEIN2:
+    # Three scalar compares: numba would compile `in` on a tuple through its generic containment.
+    if code == _EUCLIDEAN or code == _MAHALANOBIS or code == _WASSERSTEIN2:  # noqa: SIM109
         return _square_root(total, d)
     return total
 

@@ -13,7 +13,7 @@ from latent import paths
 from latent.model import VAE, VAEConfig, decode_images, load_checkpoint
 from latent.numpy_decoder import FORMAT_VERSION, NumpyDecoder
 
-#: Agreement of the numpy decoder with torch, in grey levels of [0, 1] (argued in test_numpy_decoder_equals_torch_to_float32_rounding).
+#: Agreement with torch, in grey levels of [0, 1] (argued in test_numpy_decoder_equals_torch_to_float32_rounding).
 TOLERANCE = 1e-4
 
 

@@ -30,7 +30,9 @@ def catalog(seed: int, n: int, d: int = 4) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
-def brute_force(name: str, z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s, k: int) -> tuple[np.ndarray, np.ndarray]:
+def brute_force(
+    name: str, z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, s, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The float64 brute-force ranking: every score from SCORES[name].fn, nearest first, ties by index."""
     values = SCORES[name].fn(z, mu, sigma, s)
     nearness = -values if SCORES[name].higher_is_nearer else values
@@ -316,6 +318,53 @@ def test_prepare_builds_every_offered_spread_once_with_progress(monkeypatch) -> 
             assert_exact(index, name, z, mu, sigma, s, 7)
 
 
+def test_is_prepared_is_true_exactly_when_no_query_at_that_spread_builds(monkeypatch) -> None:
+    import latent.search._index
+
+    mu, sigma = catalog(34, 2000)
+    index = SearchIndex().fit(mu, sigma)
+    builds = []
+    real_build = latent.search._index.build
+
+    def counting_build(*args, **kwargs):
+        builds.append(args[0].name)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(latent.search._index, "build", counting_build)
+    z = np.array([0.2, -0.1, 0.4, 0.0])
+
+    def builds_when_searched(s) -> bool:
+        """The reference: whether searching every score at s builds any features."""
+        before = len(builds)
+        for name in NAMES:
+            index.search(z, name, 5, s)
+        return len(builds) > before
+
+    assert not index.is_prepared() and not index.is_prepared(0.3)  # fit builds nothing
+    index.prepare([0.3])
+    assert not builds_when_searched(0.3)
+    assert index.is_prepared(0.3) and index.is_prepared(np.full(4, 0.3))  # a scalar and its (d,) form
+    # prepare([0.3]) built the spread-free scores, not the spread scores at the default spread.
+    assert not index.is_prepared() and builds_when_searched(None)
+    assert index.is_prepared() and index.is_prepared(index.default_spread_.copy())  # equal, another array
+    index.prepare()
+    assert index.is_prepared() and not builds_when_searched(None)
+    assert not index.is_prepared(0.7) and builds_when_searched(0.7)
+    assert index.is_prepared(0.7) and not builds_when_searched(0.7)  # built on demand, kept in the cache
+    builds_before = len(builds)
+    for s in (None, 0.3, 0.7, 1.5):
+        index.is_prepared(s)
+    assert len(builds) == builds_before  # asking builds nothing
+
+
+def test_is_prepared_after_fit_and_prepare_for_every_backend() -> None:
+    mu, sigma = catalog(35, 5000)
+    for backend in BACKEND_PARAMS:
+        index = SearchIndex(backend=backend).fit(mu, sigma)
+        assert not index.is_prepared()
+        assert index.prepare().is_prepared() and not index.is_prepared(0.5)
+
+
 # ------------------------------------------------------------------------------------------------
 # Estimator contract, copies, bad input
 
@@ -356,6 +405,8 @@ def test_unfitted_index_says_to_fit_first() -> None:
         SearchIndex().scores_all(np.zeros(4))
     with pytest.raises(NotFittedError):
         SearchIndex().prepare([None])
+    with pytest.raises(NotFittedError):
+        SearchIndex().is_prepared()
 
 
 @pytest.fixture(scope="module")
@@ -388,6 +439,8 @@ def test_bad_queries_raise_value_errors(fitted: SearchIndex, case: str, kwargs: 
     if case.startswith("s "):
         with pytest.raises(ValueError, match=message):
             fitted.prepare([call["s"]])
+        with pytest.raises(ValueError, match=message):
+            fitted.is_prepared(call["s"])
 
 
 def test_bad_fits_raise_value_errors() -> None:

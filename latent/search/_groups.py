@@ -20,7 +20,7 @@ SUBGROUP_ROWS = 16
 
 @njit(**JIT)
 def _larger(a: float, b: float) -> float:
-    return a if a > b else b  # noqa: FURB136 (the select that compiles to a vector max)
+    return a if a > b else b  # a select, which compiles to a vector max
 
 
 @njit(**JIT)
@@ -32,7 +32,7 @@ def _column_maxima(rows: np.ndarray) -> np.ndarray:
         for j in range(out.shape[0]):
             a = out[j]
             b = row[j]
-            out[j] = a if a > b else b  # noqa: FURB136
+            out[j] = a if a > b else b  # a select, as in _larger
     return out
 
 
@@ -44,16 +44,20 @@ def _column_maxima_16(rows: np.ndarray) -> np.ndarray:
     r0, r1, r2, r3, r4, r5, r6, r7 = rows[0], rows[1], rows[2], rows[3], rows[4], rows[5], rows[6], rows[7]
     r8, r9, r10, r11, r12, r13, r14, r15 = rows[8], rows[9], rows[10], rows[11], rows[12], rows[13], rows[14], rows[15]
     for j in range(out.shape[0]):
-        low = _larger(_larger(_larger(r0[j], r1[j]), _larger(r2[j], r3[j])), _larger(_larger(r4[j], r5[j]), _larger(r6[j], r7[j])))
+        low = _larger(
+            _larger(_larger(r0[j], r1[j]), _larger(r2[j], r3[j])),
+            _larger(_larger(r4[j], r5[j]), _larger(r6[j], r7[j])),
+        )
         high = _larger(
-            _larger(_larger(r8[j], r9[j]), _larger(r10[j], r11[j])), _larger(_larger(r12[j], r13[j]), _larger(r14[j], r15[j]))
+            _larger(_larger(r8[j], r9[j]), _larger(r10[j], r11[j])),
+            _larger(_larger(r12[j], r13[j]), _larger(r14[j], r15[j])),
         )
         out[j] = _larger(low, high)
     return out
 
 
 @njit(**JIT)
-def _quickselect(values: np.ndarray, index: int) -> float:
+def _quickselect(values: np.ndarray, index: int) -> np.floating:
     """The index-th smallest (0-based) of values (n,), which it reorders: Hoare's quickselect."""
     low, high = 0, values.shape[0] - 1
     while low < high:
@@ -79,7 +83,7 @@ def _quickselect(values: np.ndarray, index: int) -> float:
 
 
 @njit(**JIT)
-def kth_largest(values: np.ndarray, rank: int) -> float:
+def kth_largest(values: np.ndarray, rank: int) -> np.floating:
     """The rank-th largest of values (n,), 1 <= rank <= n (no NaN).
 
     A lower bound first, in one vectorised pass: the smallest of the maxima of rank interleaved bins
@@ -93,7 +97,7 @@ def kth_largest(values: np.ndarray, rank: int) -> float:
         start = row * rank
         for b in range(rank):
             a, c = bins[b], values[start + b]
-            bins[b] = a if a > c else c  # noqa: FURB136
+            bins[b] = a if a > c else c  # a select, as in _larger
     for t in range(whole, n):
         bins[t - whole] = max(bins[t - whole], values[t])
     low = bins.min()

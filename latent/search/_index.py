@@ -133,7 +133,9 @@ class SearchIndex:
         self._scratch_ = threading.local()  # per-thread key buffers
         return self
 
-    def prepare(self, spreads: Iterable[ArrayLike | float | None] = (None,), progress: Progress | None = None) -> SearchIndex:
+    def prepare(
+        self, spreads: Iterable[ArrayLike | float | None] = (None,), progress: Progress | None = None
+    ) -> SearchIndex:
         """Build every score's features for each spread in ``spreads`` (None: the default spread) and keep
         them for the index's lifetime; return self. ``progress(done, total, message)`` is called before
         each of the ``total`` builds and once at the end (done = total).
@@ -147,18 +149,34 @@ class SearchIndex:
         for s in spreads:
             spread_d = self._spread_d(self._spread(s))
             unique.setdefault(spread_d.tobytes(), spread_d)
-        jobs = [(name, None) for name, score in SCORES.items() if not score.needs_spread]
-        jobs += [(name, spread_d) for spread_d in unique.values() for name, score in SCORES.items() if score.needs_spread]
-        for done, (name, spread_d) in enumerate(jobs):
+        jobs: list[tuple[str, np.ndarray | None]] = [(n, None) for n, score in SCORES.items() if not score.needs_spread]
+        jobs += [(n, spread_d) for spread_d in unique.values() for n, score in SCORES.items() if score.needs_spread]
+        for done, (name, job_spread) in enumerate(jobs):
             if progress is not None:
-                where = "" if spread_d is None else f" at spread {_describe(spread_d)}"
+                where = "" if job_spread is None else f" at spread {_describe(job_spread)}"
                 progress(done, len(jobs), f"preparing the {name} features{where}")
-            self._prepared(SCORES[name], self.default_spread_ if spread_d is None else spread_d, pin=True)
+            self._prepared(SCORES[name], self.default_spread_ if job_spread is None else job_spread, pin=True)
         if self.n_items_ > 1:
             self.search(self.center_, "likelihood", 1)  # loads the compiled query kernels
         if progress is not None:
             progress(len(jobs), len(jobs), "search features ready")
         return self
+
+    def is_prepared(self, s: ArrayLike | float | None = None) -> bool:
+        """True when the features of every score at spread ``s`` are built and kept, so that no query at s
+        waits for a build. ``s`` as :meth:`search` accepts it (None: the default spread).
+
+        Kept means built by :meth:`prepare`, or by a query: the default spread's for the index's lifetime,
+        another spread's while it is among the :data:`SPREAD_CACHE_SIZE` most recent. Builds nothing.
+        """
+        self._check_fitted()
+        spread = self._spread(s)
+        spread_id = None if spread is self.default_spread_ else self._spread_id(spread)[0]
+        for score in SCORES.values():
+            key = (score.name, spread_id if score.needs_spread else None)
+            if key not in self._pinned_ and key not in self._recent_:
+                return False
+        return True
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "_catalog_"):
@@ -171,13 +189,19 @@ class SearchIndex:
     def _spread_d(self, spread: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(spread, (self.dim_,)), dtype=np.float64)
 
+    def _spread_id(self, spread: np.ndarray) -> tuple[bytes | None, np.ndarray]:
+        """The feature cache's key for a spread (() or (d,)): None where it equals the default spread,
+        else its bytes as (d,) float64; and the spread as (d,) float64."""
+        spread_d = self._spread_d(spread)
+        return (None if np.array_equal(spread_d, self.default_spread_) else spread_d.tobytes()), spread_d
+
     def _prepared(self, score: Score, spread: np.ndarray, pin: bool = False) -> Prepared:
         """The prepared features of ``score`` at the spread (() or (d,)), built on first use."""
         if spread is self.default_spread_ or not score.needs_spread:
             key: tuple[str, bytes | None] = (score.name, None)  # the default spread: no conversion
         else:
-            spread = self._spread_d(spread)
-            key = (score.name, None if np.array_equal(spread, self.default_spread_) else spread.tobytes())
+            spread_id, spread = self._spread_id(spread)
+            key = (score.name, spread_id)
         prepared = self._pinned_.get(key)
         if prepared is not None:
             return prepared
@@ -257,9 +281,11 @@ class SearchIndex:
     def _search_blas(
         self, z: np.ndarray, score: Score, k: int, spread: np.ndarray, prepared: Prepared
     ) -> tuple[np.ndarray, np.ndarray]:
-        keys = self._keys_buffer(prepared.groups.features.shape[1])
+        groups = prepared.groups
+        assert groups is not None  # else search() answers by brute force
+        keys = self._keys_buffer(groups.features.shape[1])
         ids, values, candidates, phi32, norms, underflow, threshold, status = _query.blas_query(
-            keys, z, k, prepared.plan, prepared.groups
+            keys, z, k, prepared.plan, groups
         )
         if status == _query.OK:
             return ids, values
@@ -272,6 +298,7 @@ class SearchIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Compiled before and after the tile scan, which is called from Python (latent.search._tiles)."""
         codes = prepared.codes
+        assert codes is not None  # search() picks this path only with codes
         phi, phi32, phi_codes, const, magnitude, norms, underflow, safe = _query.fused_start(z, prepared.plan, codes)
         if not safe:
             return self._brute_force(z, score, k, spread)
@@ -295,8 +322,10 @@ class SearchIndex:
         if not safe:
             return self._brute_force(z, score, k, spread)
         phi32 = phi.astype(np.float32)
-        keys = self._keys_buffer(prepared.groups.features.shape[1])
-        candidates, kappa = _query.blas_candidates(keys, phi32, k, prepared.groups)
+        groups = prepared.groups
+        assert groups is not None  # else search() answers by brute force
+        keys = self._keys_buffer(groups.features.shape[1])
+        candidates, kappa = _query.blas_candidates(keys, phi32, k, groups)
         values = self._rescore(z, score, spread, prepared, candidates)
         order = np.lexsort((candidates, -values if score.higher_is_nearer else values))[:k]
         ids, values = candidates[order], values[order]
@@ -340,17 +369,19 @@ class SearchIndex:
         """Exact top k of one query when its first candidates could not be certified: every item whose
         float32 key (N_pad,) plus its own error bound reaches the threshold (found through the per-group
         bounds first) is rescored with the candidates (docs/search.md, "Widening")."""
-        features = prepared.groups.features
+        groups, item_norms, group_norms = prepared.groups, prepared.item_norms, prepared.group_norms
+        assert groups is not None and item_norms is not None and group_norms is not None  # else brute force
+        features = groups.features
         if keys is None:  # the fused scan keeps no keys
             keys = phi32 @ features  # (N_pad,)
         plan = prepared.plan
-        size = prepared.groups.group_size
+        size = groups.group_size
         grid = keys.reshape(size, -1)  # (size, n_groups): group g is column g
-        group_error = plan.error_factor * (prepared.group_norms @ query_norms) + underflow  # (n_groups,)
+        group_error = plan.error_factor * (group_norms @ query_norms) + underflow  # (n_groups,)
         open_groups = np.flatnonzero(grid.max(axis=0).astype(np.float64) + group_error >= threshold)
         ids = (np.arange(size)[:, None] * grid.shape[1] + open_groups).reshape(-1)
         ids = ids[ids < self.n_items_]
-        item_error = plan.error_factor * (prepared.item_norms[ids] @ query_norms) * (1.0 + 1e-5) + underflow
+        item_error = plan.error_factor * (item_norms[ids] @ query_norms) * (1.0 + 1e-5) + underflow
         reach = keys[ids].astype(np.float64) + item_error
         keep = np.union1d(ids[reach >= threshold], candidates)
         values = self._rescore(z, score, spread, prepared, keep)
@@ -394,6 +425,7 @@ def warm_up(progress: Progress | None = None) -> None:
     if progress is not None:
         progress(done, total, "compiling the search (parallel scan)")
     codes = indexes["fused"]._prepared(SCORES["euclidean"], indexes["fused"].default_spread_).codes
+    assert codes is not None  # a "fused" index codes every score whose features fit in float32
     _tiles.scan(codes.tiles, np.ones(codes.tiles.shape[1], np.float32), codes.n_items, 5, 2)
     if progress is not None:
         progress(total, total, "search compiled")

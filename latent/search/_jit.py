@@ -10,4 +10,20 @@
 - ``error_model="numpy"``: no division checks in the loops.
 """
 
-JIT = {"nogil": True, "cache": True, "boundscheck": False, "error_model": "numpy", "fastmath": {"nnan", "nsz"}}
+from typing import Literal, TypedDict
+
+
+class JitOptions(TypedDict):
+    """The keyword arguments of ``numba.njit`` that every kernel takes (typed, so that ``njit(**JIT)``
+    type-checks against numba's stubs)."""
+
+    nogil: bool
+    cache: bool
+    boundscheck: bool
+    error_model: Literal["python", "numpy"]
+    fastmath: set[str]
+
+
+JIT: JitOptions = {
+    "nogil": True, "cache": True, "boundscheck": False, "error_model": "numpy", "fastmath": {"nnan", "nsz"}
+}

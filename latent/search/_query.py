@@ -265,7 +265,9 @@ def fused_finish(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, int]:
     """The part of a "fused" query after the scan: ids (k,), values (k,), the candidates, the key
     threshold and the status (OK or WIDEN)."""
-    candidates, kappa, max_error = fused_candidates(phi, phi_codes, heap_maxima, heap_tiles, k + codes.extra_tiles, codes)
+    candidates, kappa, max_error = fused_candidates(
+        phi, phi_codes, heap_maxima, heap_tiles, k + codes.extra_tiles, codes
+    )
     ids, values, threshold, status = _certify(candidates, kappa, max_error, z, k, const, magnitude, plan)
     return ids, values, candidates, threshold, status
 

@@ -106,7 +106,7 @@ def _scan_part(
             best = keys[0]
             for i in range(1, TILE):
                 key = keys[i]
-                best = best if best > key else key  # noqa: FURB136 (a select, which vectorises)
+                best = best if best > key else key  # a select, which vectorises
             _heap_replace_min(heap_maxima, heap_tiles, best, tile)
             threshold = heap_maxima[0]
 
