@@ -179,3 +179,26 @@ def test_each_bad_link_value_gives_a_warning_and_no_exception(expected, case):
     assert len(z) == 10 and np.isfinite(z).all() and (np.abs(z) <= 5.5).all()
     at.run()  # shown once per session
     assert not at.warning
+
+
+def test_the_spread_of_a_link_is_prepared_before_the_page_queries(monkeypatch, expected):
+    """A page builds the features of its spread before its first query there (behind a spinner), and
+    never rebuilds a spread that is ready."""
+    import ui.page
+    from latent.search import SearchIndex
+    from ui.resources import prepare_spread
+
+    asked: list[float | None] = []
+    monkeypatch.setattr(ui.page, "prepare_spread", lambda index, s: (asked.append(s), prepare_spread(index, s)))
+    at = new_app(PAGE, s="0.3").run()
+    assert not at.exception
+    assert asked and asked[-1] == pytest.approx(0.3)
+
+    index = SearchIndex().fit(expected.catalog.mu[:500], expected.catalog.sigma[:500]).prepare()
+    assert not index.is_prepared(0.3)
+    prepare_spread(index, 0.3)  # outside a script run the spinner is skipped
+    assert index.is_prepared(0.3)
+    builds: list[object] = []
+    monkeypatch.setattr(SearchIndex, "prepare", lambda self, *a, **k: builds.append(a))
+    prepare_spread(index, 0.3)
+    assert builds == []
