@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install the pinned dependencies into it. Idempotent: it reinstalls only when
-# a requirements or constraints file changes. Usage: scripts/setup.sh [requirements.txt|requirements-dev.txt]
+# a requirements or constraints file changes. Usage:
+#   scripts/setup.sh [requirements.txt|requirements-dev.txt] [no-warm-up]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want="${1:-requirements.txt}"
@@ -25,7 +26,7 @@ fi
 # so removing that cache (or a new clone) runs it again.
 warm_digest=$(cat latent/search/*.py latent/scores.py latent/warmup.py 2>/dev/null | sha256sum | cut -c1-16)
 warm_stamp="latent/search/__pycache__/.warmed-${warm_digest}"
-if [ ! -f "$warm_stamp" ]; then
+if [ ! -f "$warm_stamp" ] && [ "${2:-}" != no-warm-up ]; then
   .venv/bin/python -m latent warm-up
   mkdir -p latent/search/__pycache__ && rm -f latent/search/__pycache__/.warmed-* && touch "$warm_stamp"
 fi
