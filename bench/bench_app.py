@@ -161,15 +161,17 @@ async def atlas_seconds(url: str) -> float:
     return seconds
 
 
-async def first_usable_seconds(url: str, started: float) -> float:
-    """From ``started`` until the decoded garment is visible and the page's script has finished
-    (the neighbours are shown too)."""
+async def first_usable_seconds(url: str, started: float | None = None) -> float:
+    """From ``started`` (default: the moment the browser, already open, asks for the page) until the
+    decoded garment is visible and the page's script has finished (the neighbours are shown too)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 1500, "height": 1000})
         page.set_default_timeout(180_000)
+        if started is None:
+            started = time.perf_counter()
         while True:
             try:
                 await page.goto(url)
@@ -243,7 +245,7 @@ def bench_first_visits(warm_up: bool, rounds: int) -> tuple[float, float, dict[s
             wait_healthy(port, process)
             ready = time.perf_counter() - started
             url = f"http://127.0.0.1:{port}"
-            usable = asyncio.run(first_usable_seconds(url, time.perf_counter()))
+            usable = asyncio.run(first_usable_seconds(url))
             visits = asyncio.run(page_visits(url, rounds))
         finally:
             process.terminate()
