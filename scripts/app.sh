@@ -14,5 +14,5 @@ address="${serve#*$'\n'}"
 # Compile the project's bytecode now (fast when it is current): Python would otherwise recompile every
 # module at each start wherever PYTHONDONTWRITEBYTECODE is set, as it is on some shared machines.
 .venv/bin/python -m compileall -q app.py latent ui pages >/dev/null
-exec .venv/bin/python -m streamlit run app.py --server.port "$port" \
-  --server.address "$address" "$@"
+# ui/serve.py: `streamlit run app.py`, warming the server process while it waits for the first visit.
+exec .venv/bin/python -m ui.serve --server.port "$port" --server.address "$address" "$@"

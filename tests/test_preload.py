@@ -28,7 +28,7 @@ def test_import_all_loads_modules_and_skips_names_that_are_not_modules(tmp_path,
     (tmp_path / "preload_probe_module.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("preload_probe_module", None)
-    preload._import_all(["preload_probe_module", "preload_probe_module.VALUE", "json.not_a_module"])
+    preload.import_modules(["preload_probe_module", "preload_probe_module.VALUE", "json.not_a_module"])
     assert "preload_probe_module" in sys.modules
     sys.modules.pop("preload_probe_module", None)
 

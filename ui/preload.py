@@ -34,7 +34,8 @@ def page_imports(page_files: Iterable[Path]) -> list[str]:
     return list(seen)
 
 
-def _import_all(modules: list[str]) -> None:
+def import_modules(modules: list[str]) -> None:
+    """Import each name that is a module; names of functions or classes are skipped."""
     for name in modules:
         with contextlib.suppress(ImportError):  # a name from a module (a function, a class), not a module
             importlib.import_module(name)
@@ -44,6 +45,6 @@ def _import_all(modules: list[str]) -> None:
 def start(page_files: tuple[str, ...]) -> threading.Thread:
     """Start the background import of these page files' modules (once per process); returns the thread."""
     modules = page_imports(paths.REPO_ROOT / file for file in page_files)
-    thread = threading.Thread(target=_import_all, args=(modules,), name="latent-preload", daemon=True)
+    thread = threading.Thread(target=import_modules, args=(modules,), name="latent-preload", daemon=True)
     thread.start()
     return thread

@@ -36,10 +36,10 @@ def free_port() -> int:
 
 
 def start_server(port: int, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
-    """``streamlit run app.py`` on 127.0.0.1:port, as a user would start it."""
+    """``python -m ui.serve`` (``streamlit run app.py``, warmed) on 127.0.0.1:port, as scripts/app.sh starts it."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
     return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+        [sys.executable, "-m", "ui.serve", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
         cwd=paths.REPO_ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
 
