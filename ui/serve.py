@@ -29,6 +29,7 @@ def _warm_server_process() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from streamlit.web import cli
 
+    print("Latent Explorer: loading the pages' modules and the search kernels ...", flush=True)
     _warm_server_process()
     args = list(sys.argv[1:] if argv is None else argv)
     return cli.main(["run", str(paths.REPO_ROOT / "app.py"), *args], prog_name="streamlit", standalone_mode=False) or 0
