@@ -295,3 +295,27 @@ def _thumbnails(fingerprint: str, _data: FashionMNIST) -> _Thumbnails:
 def thumbnail_png(res: Resources, item: int, scale: int) -> bytes:
     """The dataset image ``item`` as PNG bytes, upscaled by ``scale`` (cached: images never change)."""
     return _thumbnails(res.data.fingerprint, res.data).get(item, scale)
+
+
+def preload() -> bool:
+    """Load the data, decoder, catalog and search index into this process's resource caches before any
+    session starts (``python -m ui.serve``); True when they were loaded. Anything missing or invalid is
+    left for the first page, which downloads or builds it with progress, or shows the error."""
+    try:
+        settings = Settings.from_env()
+        if missing_files(settings.data_dir):
+            return False
+        data = _load_data(str(settings.data_dir), _file_stamp(settings.data_dir))
+        ckpt = settings.checkpoint
+        stat = ckpt.stat()
+        sha = _checkpoint_sha256(str(ckpt), stat.st_size, stat.st_mtime_ns)
+        decoder = _load_decoder(str(ckpt), sha)
+        key = catalog_key(sha, data.fingerprint)
+        if _load_catalog_needs_build(key, len(data), decoder.latent_dim):
+            return False
+        catalog = _load_catalog(key, str(ckpt), sha, data, decoder.latent_dim)
+        _search_index(catalog.key, catalog)
+    except Exception:  # the first page reports it, with what to do
+        return False
+    return True
+

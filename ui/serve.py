@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from latent import paths
-from ui import preload
+from ui import preload, resources
 from ui.navigation import PAGE_FILES
 
 
@@ -24,6 +24,7 @@ def _warm_server_process() -> None:
 
     preload.import_modules(preload.page_imports(paths.REPO_ROOT / f for f in PAGE_FILES))
     warm_up()  # kernels from numba's disk cache (compiled by scripts/setup.sh) into this process
+    resources.preload()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
