@@ -258,7 +258,8 @@ def first_visit_rows(warm_up: bool, rounds: int) -> list[tuple[str, str, str]]:
     label = "after set-up (`python -m latent warm-up`)" if warm_up else "without set-up's warm-up"
     ready, visits = bench_first_visits(warm_up, rounds)
     rows = [(f"Fresh clone, empty cache, {label}: start until the server is ready", f"{ready:.1f} s",
-             "`python -m ui.serve` loads the landing page's modules and kernels before it listens")]
+             "`python -m ui.serve` loads every page's modules, the search kernels, the data and the index "
+             "before it listens")]
     for title, times in visits.items():
         warm = statistics.median(times[1:])
         rows.append((f"{title}, first visit {label}", f"{times[0]:.2f} s",
