@@ -18,11 +18,16 @@ from latent import paths
 from ui import preload, resources
 from ui.navigation import PAGE_FILES
 
+#: Modules that Streamlit imports on first use of an element the pages show: st.bar_chart (altair) and
+#: st.dataframe of a pandas Styler (the Model page).
+STREAMLIT_LAZY_IMPORTS = ("altair", "pandas.io.formats.style")
+
 
 def _warm_server_process() -> None:
     from latent.search import warm_up
 
     preload.import_modules(preload.page_imports(paths.REPO_ROOT / f for f in PAGE_FILES))
+    preload.import_modules(list(STREAMLIT_LAZY_IMPORTS))
     warm_up()  # kernels from numba's disk cache (compiled by scripts/setup.sh) into this process
     resources.preload()
 
