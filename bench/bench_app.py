@@ -228,44 +228,50 @@ async def page_visits(url: str, rounds: int) -> dict[str, list[float]]:
     return out
 
 
-def bench_first_visits(warm_up: bool, rounds: int) -> tuple[float, dict[str, list[float]]]:
-    """A fresh clone and an empty cache: optionally the set-up's warm-up, then the server as
-    ``scripts/app.sh`` starts it (``python -m ui.serve``).
+def bench_first_visits(warm_up: bool, rounds: int, servers: int) -> tuple[float, dict[str, list[list[float]]]]:
+    """A fresh clone and an empty cache; optionally the set-up's warm-up; then ``servers`` times a fresh
+    server process as ``scripts/app.sh`` starts it (``python -m ui.serve``), each visited ``rounds`` times.
 
-    Returns the seconds until the server is healthy, and each page's visit times in a browser that was
-    already open (first visit first; Explore's first visit is the first visit of the server)."""
+    Returns the median seconds until a server is healthy, and per page, per server, the visit times in
+    a browser that was already open (first visit first; Explore's is the first visit of the server)."""
+    visits: dict[str, list[list[float]]] = {title: [] for title, _ in PAGES}
+    ready: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         env = {**os.environ, "LATENT_CACHE_DIR": str(Path(tmp) / "cache")}
         if warm_up:
             subprocess.run([sys.executable, "-m", "latent", "warm-up"], cwd=clone, env=env, check=True)
-        port = free_port()
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ui.serve", "--server.port", str(port), "--server.address",
-             "127.0.0.1", "--server.headless", "true"], cwd=clone, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_healthy(port, process)
-            ready = time.perf_counter() - started
-            visits = asyncio.run(page_visits(f"http://127.0.0.1:{port}", rounds))
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-    return ready, visits
+        for _ in range(servers):
+            port = free_port()
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ui.serve", "--server.port", str(port), "--server.address",
+                 "127.0.0.1", "--server.headless", "true"], cwd=clone, env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_healthy(port, process)
+                ready.append(time.perf_counter() - started)
+                for title, times in asyncio.run(page_visits(f"http://127.0.0.1:{port}", rounds)).items():
+                    visits[title].append(times)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    return statistics.median(ready), visits
 
 
-def first_visit_rows(warm_up: bool, rounds: int) -> list[tuple[str, str, str]]:
+def first_visit_rows(warm_up: bool, rounds: int, servers: int) -> list[tuple[str, str, str]]:
     label = "after set-up (`python -m latent warm-up`)" if warm_up else "without set-up's warm-up"
-    ready, visits = bench_first_visits(warm_up, rounds)
+    ready, visits = bench_first_visits(warm_up, rounds, servers)
     rows = [(f"Fresh clone, empty cache, {label}: start until the server is ready", f"{ready:.1f} s",
              "`python -m ui.serve` loads every page's modules, the search kernels, the data and the index "
-             "before it listens")]
-    for title, times in visits.items():
-        warm = statistics.median(times[1:])
-        rows.append((f"{title}, first visit {label}", f"{times[0]:.2f} s",
-                     f"warm visit {warm:.2f} s (median of {len(times) - 1}); first - warm {times[0] - warm:+.2f} s"))
+             f"before it listens; median of {servers} starts")]
+    for title, per_server in visits.items():
+        first = statistics.median(times[0] for times in per_server)
+        warm = statistics.median(t for times in per_server for t in times[1:])
+        rows.append((f"{title}, first visit {label}", f"{first:.2f} s",
+                     f"warm visit {warm:.2f} s; first - warm {first - warm:+.2f} s (medians over {len(per_server)} "
+                     f"fresh servers, {rounds - 1} warm visits each)"))
     return rows
 
 
@@ -334,9 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is None:
         rows += steady_state_rows(n, moves, args.quick)
     rounds = 2 if args.quick else 4
-    for warm_up in (False, True):
+    for warm_up, servers in ((False, 1), (True, 1 if args.quick else 3)):
         print(f"first visits from a fresh clone ({'with' if warm_up else 'without'} the warm-up) ...", flush=True)
-        rows += first_visit_rows(warm_up, rounds)
+        rows += first_visit_rows(warm_up, rounds, servers)
 
     lines = [f"Machine: {machine()}.", "", "| measurement | median | notes |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
