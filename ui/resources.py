@@ -78,6 +78,15 @@ def _checkpoint_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
+def checkpoint_sha256(ckpt: Path) -> str:
+    """The checkpoint file's SHA-256, hashed once per process and file version; "" when there is no file
+    (loading it then raises the CheckpointError that the page shows)."""
+    if not ckpt.is_file():
+        return ""
+    stat = ckpt.stat()
+    return _checkpoint_sha256(str(ckpt), stat.st_size, stat.st_mtime_ns)
+
+
 @st.cache_resource(show_spinner="Reading Fashion-MNIST ...")
 def _load_data(folder: str, stamp: tuple) -> FashionMNIST:
     return load_fashion_mnist(folder, download=False, cache_dir=Settings.from_env().cache_dir)
@@ -152,8 +161,7 @@ def get_resources() -> Resources:
     except DataError as exc:
         _fail("The Fashion-MNIST data could not be loaded.", exc)
     ckpt = settings.checkpoint
-    stat = ckpt.stat() if ckpt.is_file() else None
-    sha = _checkpoint_sha256(str(ckpt), stat.st_size, stat.st_mtime_ns) if stat else ""
+    sha = checkpoint_sha256(ckpt)
     try:
         decoder = _load_decoder(str(ckpt), sha)
     except Exception as exc:
@@ -307,8 +315,9 @@ def preload() -> bool:
             return False
         data = _load_data(str(settings.data_dir), _file_stamp(settings.data_dir))
         ckpt = settings.checkpoint
-        stat = ckpt.stat()
-        sha = _checkpoint_sha256(str(ckpt), stat.st_size, stat.st_mtime_ns)
+        sha = checkpoint_sha256(ckpt)
+        if not sha:
+            return False
         decoder = _load_decoder(str(ckpt), sha)
         key = catalog_key(sha, data.fingerprint)
         if _load_catalog_needs_build(key, len(data), decoder.latent_dim):
